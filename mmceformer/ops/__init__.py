@@ -1,0 +1,15 @@
+"""The math of E-Attention in plain torch (no OpenMMLab import)."""
+from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, feature_map_fn,
+                               linear_attention, linear_attention_reference,
+                               position_features)
+from .token_sampling import (KERNELS, SCORES, SELECTS, check_keep_ratio,
+                             cls_attention_scores, num_kept_tokens,
+                             sample_tokens)
+from .tokens import gather_tokens, scatter_tokens
+
+__all__ = [
+    'FEATURE_MAPS', 'POS_WEIGHTS', 'KERNELS', 'SCORES', 'SELECTS',
+    'feature_map_fn', 'position_features', 'linear_attention',
+    'linear_attention_reference', 'cls_attention_scores', 'sample_tokens',
+    'num_kept_tokens', 'check_keep_ratio', 'gather_tokens', 'scatter_tokens'
+]

@@ -1,0 +1,295 @@
+"""Cos-reweighted linear attention (thesis section 3.2), in O(N).
+
+Pure torch, no OpenMMLab import. Notation (one head):
+
+* ``phi``: the non-negative feature map, eq. (3-7): ``elu(x) + 1``
+  (``feature_map='elu1'``), or the identity, eq. (3-20) (``'identity'``,
+  the thesis's "Ours-B" of table 3-2).
+* ``w(i, j)``: the position re-weighting, eq. (3-8):
+  ``sin(pi (i + n - j) / 2n) = cos(pi (p_i - p_j) / 2M)`` with ``p`` the
+  ORIGINAL index of a token and ``M`` the original sequence length, so the
+  locality bias survives pruning.
+* ``S(i, j) = phi(q_i) . phi(k_j) * w(i, j)`` and, eq. (3-5),
+  ``out_i = sum_j S(i, j) v_j / sum_j S(i, j)``. The denominator is
+  required; eq. (3-9) leaves it out by mistake (SPEC 2.1).
+
+Every re-weighting used here factorises as ``w(i, j) = a_i . b_j`` with
+small per-token *position features* ``a`` (query side) and ``b`` (key side),
+which is what makes the O(N) form of eq. (3-9)/(3-14) possible:
+``out_i = (phi(q_i) (x) a_i) . KV / (phi(q_i) (x) a_i) . z`` with
+``KV = sum_j (phi(k_j) (x) b_j)^T v_j`` and ``z = sum_j phi(k_j) (x) b_j``.
+"""
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FEATURE_MAPS = ('elu1', 'identity')
+POS_WEIGHTS = (None, '1d', '2d')
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
+
+
+def feature_map_fn(x: Tensor, feature_map: str = 'elu1') -> Tensor:
+    """The non-negative map ``phi`` of eq. (3-7) (``'elu1'``: x + 1 for
+    x >= 0, e^x otherwise) or eq. (3-20) (``'identity'``)."""
+    _check_choice('feature_map', feature_map, FEATURE_MAPS)
+    if feature_map == 'elu1':
+        return F.elu(x) + 1.0
+    return x
+
+
+def _normalise_positions(pos: Optional[Tensor], n: int, batch: int,
+                         name: str, device) -> Tensor:
+    """Positions as a (B, n) long tensor; ``None`` means ``arange(n)``."""
+    if pos is None:
+        return torch.arange(n, device=device).expand(batch, n)
+    if pos.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f'{name} must be an integer tensor, got {pos.dtype}')
+    if pos.dim() == 1:
+        pos = pos.unsqueeze(0).expand(batch, -1)
+    if pos.dim() != 2 or pos.shape[-1] != n or pos.shape[0] not in (1, batch):
+        raise ValueError(f'{name} must have shape ({n},) or ({batch}, {n}), '
+                         f'got {tuple(pos.shape)}')
+    return pos.long().expand(batch, n)
+
+
+def position_features(pos: Tensor,
+                      seq_len: int,
+                      pos_weight: Optional[str] = '1d',
+                      grid_size: Optional[Sequence[int]] = None
+                      ) -> Tuple[Tensor, Tensor]:
+    """Query-side and key-side position features with ``w(i,j) = a_i . b_j``.
+
+    Args:
+        pos (Tensor): (B, N) long, original token indices in ``[0, seq_len)``.
+        seq_len (int): ``M``, the original sequence length.
+        pos_weight (str | None):
+            * ``None``: ``w = 1`` (thesis "Ours-A", eq. 3-18); features (B,N,1).
+            * ``'1d'``: eq. (3-8) on the raster index, ``theta = pi p / 2M``,
+              ``a = b = [cos theta, sin theta]``; features (B, N, 2).
+            * ``'2d'``: separable over the ``grid_size=(Hg, Wg)`` raster,
+              ``w = cos(pi dr / 2Hg) cos(pi dc / 2Wg)``. The first
+              ``seq_len - Hg*Wg`` indices are prefix tokens (CLS, distillation
+              token) that lie *outside* the grid: their weight with every
+              token is 1 (a global token has no locality), while grid token
+              ``p`` sits at row ``(p - P) // Wg``, column ``(p - P) % Wg``.
+              With ``g`` = 1 for grid tokens and 0 for prefix tokens and
+              ``T`` the 4 products of row/column cos/sin, the identity
+              ``w = g_i g_j T_i.T_j + (1 - g_i) + g_i (1 - g_j)`` gives
+              ``a = [g T, 1 - g, g]`` and ``b = [g T, 1, 1 - g]``, (B, N, 6);
+              without prefix tokens ``a = b = T``, (B, N, 4).
+        grid_size (tuple[int, int] | None): (Hg, Wg), required for ``'2d'``.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``a`` and ``b``, float32, (B, N, P) each.
+    """
+    _check_choice('pos_weight', pos_weight, POS_WEIGHTS)
+    if pos_weight is None:
+        ones = torch.ones(*pos.shape, 1, device=pos.device)
+        return ones, ones
+    if pos_weight == '1d':
+        theta = pos.float() * (math.pi / (2 * seq_len))
+        feats = torch.stack([theta.cos(), theta.sin()], dim=-1)  # (B, N, 2)
+        return feats, feats
+    if grid_size is None or len(grid_size) != 2:
+        raise ValueError("pos_weight='2d' needs grid_size=(H, W), got "
+                         f'{grid_size!r}')
+    grid_h, grid_w = int(grid_size[0]), int(grid_size[1])
+    num_prefix = seq_len - grid_h * grid_w
+    if num_prefix < 0:
+        raise ValueError(f'seq_len ({seq_len}) must be at least '
+                         f'grid_size[0] * grid_size[1] ({grid_h * grid_w}) '
+                         "for pos_weight='2d'")
+    in_grid = pos >= num_prefix
+    cell = (pos - num_prefix).clamp(min=0)  # prefix tokens are masked below
+    row_angle = (cell // grid_w).float() * (math.pi / (2 * grid_h))
+    col_angle = (cell % grid_w).float() * (math.pi / (2 * grid_w))
+    row = torch.stack([row_angle.cos(), row_angle.sin()], dim=-1)
+    col = torch.stack([col_angle.cos(), col_angle.sin()], dim=-1)
+    trig = (row.unsqueeze(-1) * col.unsqueeze(-2)).flatten(-2)  # (B, N, 4)
+    if num_prefix == 0:
+        return trig, trig
+    g = in_grid.float().unsqueeze(-1)  # (B, N, 1)
+    query_feats = torch.cat([g * trig, 1 - g, g], dim=-1)  # (B, N, 6)
+    key_feats = torch.cat([g * trig, torch.ones_like(g), 1 - g], dim=-1)
+    return query_feats, key_feats
+
+
+def lift_features(phi: Tensor, pos_feat: Tensor) -> Tensor:
+    """``phi (x) a``: (B, H, N, D) and (B, N, P) -> (B, H, N, P * D), so that
+    ``lift(phi_q, a) . lift(phi_k, b) = phi_q . phi_k * w`` (eq. 3-9)."""
+    batch, heads, num, _ = phi.shape
+    lifted = phi.unsqueeze(-2) * pos_feat[:, None, :, :, None]  # B,H,N,P,D
+    return lifted.reshape(batch, heads, num, -1)
+
+
+def _prepare(q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map,
+             pos_weight, grid_size):
+    """Validate arguments; return fp32 phi(q), phi(k), v, position features
+    and the (B, Nk) key mask."""
+    _check_choice('feature_map', feature_map, FEATURE_MAPS)
+    _check_choice('pos_weight', pos_weight, POS_WEIGHTS)
+    for name, t in (('q', q), ('k', k), ('v', v)):
+        if t.dim() != 4:
+            raise ValueError(f'{name} must be (B, H, N, D), got shape '
+                             f'{tuple(t.shape)}')
+    batch, heads, _, dim = q.shape
+    if k.shape[:2] != (batch, heads) or k.shape[-1] != dim:
+        raise ValueError(f'k must be (B={batch}, H={heads}, Nk, D={dim}), '
+                         f'got {tuple(k.shape)}')
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f'v must be (B, H, Nk={k.shape[2]}, Dv), got '
+                         f'{tuple(v.shape)}')
+    num_q, num_k = q.shape[2], k.shape[2]
+    if seq_len is None:
+        seq_len = num_k
+    if int(seq_len) < 1:
+        raise ValueError(f'seq_len must be >= 1, got {seq_len}')
+    q_pos = _normalise_positions(q_pos, num_q, batch, 'q_pos', q.device)
+    k_pos = _normalise_positions(k_pos, num_k, batch, 'k_pos', q.device)
+    for name, pos in (('q_pos', q_pos), ('k_pos', k_pos)):
+        if pos.numel() and (int(pos.max()) >= seq_len or int(pos.min()) < 0):
+            raise ValueError(
+                f'{name} must lie in [0, seq_len={seq_len}), got values in '
+                f'[{int(pos.min())}, {int(pos.max())}]; pass the original '
+                'sequence length as seq_len')
+    if key_mask is None:
+        key_mask = torch.ones(batch, num_k, dtype=torch.bool, device=q.device)
+    elif key_mask.shape != (batch, num_k) or key_mask.dtype != torch.bool:
+        raise ValueError(f'key_mask must be a bool tensor of shape '
+                         f'({batch}, {num_k}), got {key_mask.dtype} '
+                         f'{tuple(key_mask.shape)}')
+    q_feat, _ = position_features(q_pos, seq_len, pos_weight, grid_size)
+    _, k_feat = position_features(k_pos, seq_len, pos_weight, grid_size)
+    # Reductions in fp32 (or fp64) whatever the autocast dtype (SPEC 2.1).
+    dtype = accumulation_dtype(q.dtype)
+    phi_q = feature_map_fn(q.to(dtype), feature_map)
+    phi_k = feature_map_fn(k.to(dtype), feature_map)
+    # torch.where, not a product: padded garbage may be inf or nan.
+    valid = key_mask[:, None, :, None]  # (B, 1, Nk, 1)
+    zero = torch.zeros((), device=k.device, dtype=dtype)
+    phi_k = torch.where(valid, phi_k, zero)
+    v_acc = torch.where(valid, v.to(dtype), zero)
+    num_valid = key_mask.sum(-1).clamp(min=1).to(dtype)[:, None, None, None]
+    return (phi_q, phi_k, v_acc, q_feat.to(dtype), k_feat.to(dtype),
+            num_valid)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp64 stays fp64 (gradcheck); everything else is reduced in fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def safe_denominator(den: Tensor, eps: float) -> Tensor:
+    """Keep ``|den| >= eps`` with its sign. With ``'elu1'`` every
+    denominator is positive; with ``'identity'`` (Ours-B) a row of
+    negative similarities is still a weighted mean, so the sign is kept."""
+    return torch.where(den >= 0, den.clamp(min=eps), den.clamp(max=-eps))
+
+
+def linear_attention(q: Tensor,
+                     k: Tensor,
+                     v: Tensor,
+                     q_pos: Optional[Tensor] = None,
+                     k_pos: Optional[Tensor] = None,
+                     seq_len: Optional[int] = None,
+                     key_mask: Optional[Tensor] = None,
+                     feature_map: str = 'elu1',
+                     pos_weight: Optional[str] = '1d',
+                     grid_size: Optional[Sequence[int]] = None,
+                     eps: float = 1e-6) -> Tensor:
+    """Linear attention with cos re-weighting, eq. (3-5) with (3-7)/(3-8),
+    computed as eq. (3-9) (and, for a query subset, eq. 3-14) in O(N).
+
+    Args:
+        q (Tensor): (B, H, Nq, D) queries; may be a pruned subset of tokens.
+        k (Tensor): (B, H, Nk, D) keys.
+        v (Tensor): (B, H, Nk, Dv) values.
+        q_pos (Tensor | None): (Nq,) or (B, Nq) original indices of the
+            queries; default ``arange(Nq)``.
+        k_pos (Tensor | None): (Nk,) or (B, Nk) original indices of the keys;
+            default ``arange(Nk)``.
+        seq_len (int | None): ``M``, the original sequence length of the
+            re-weighting; default Nk. Every position must be below it.
+        key_mask (Tensor | None): (B, Nk) bool, True for real keys. Masked
+            keys contribute exactly nothing, whatever their values.
+        feature_map (str): ``'elu1'`` (eq. 3-7) or ``'identity'`` (eq. 3-20).
+        pos_weight (str | None): ``'1d'``, ``'2d'`` or ``None``; see
+            :func:`position_features`.
+        grid_size (tuple[int, int] | None): token grid (Hg, Wg) for ``'2d'``.
+        eps (float): lower bound of the denominator. Sums are taken as means
+            over the valid keys (the ratio is unchanged) so that half
+            precision never overflows; ``eps`` bounds the magnitude of that
+            mean, keeping its sign (see :func:`safe_denominator`).
+
+    Returns:
+        Tensor: (B, H, Nq, Dv), in the dtype of ``q``.
+    """
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        phi_q, phi_k, v_acc, q_feat, k_feat, num_valid = _prepare(
+            q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map,
+            pos_weight, grid_size)
+        q_tilde = lift_features(phi_q, q_feat)  # (B, H, Nq, P * D)
+        k_tilde = lift_features(phi_k, k_feat)  # (B, H, Nk, P * D)
+        # Means, not sums: finite in fp16/bf16 at 10^4+ tokens.
+        kv = k_tilde.transpose(-2, -1) @ v_acc / num_valid  # (B, H, P*D, Dv)
+        z = k_tilde.sum(dim=2, keepdim=True) / num_valid  # (B, H, 1, P*D)
+        numerator = q_tilde @ kv  # (B, H, Nq, Dv)
+        denominator = (q_tilde * z).sum(-1, keepdim=True)  # (B, H, Nq, 1)
+        out = numerator / safe_denominator(denominator, eps)
+    return out.to(q.dtype)
+
+
+def linear_attention_reference(q: Tensor,
+                               k: Tensor,
+                               v: Tensor,
+                               q_pos: Optional[Tensor] = None,
+                               k_pos: Optional[Tensor] = None,
+                               seq_len: Optional[int] = None,
+                               key_mask: Optional[Tensor] = None,
+                               feature_map: str = 'elu1',
+                               pos_weight: Optional[str] = '1d',
+                               grid_size: Optional[Sequence[int]] = None,
+                               eps: float = 1e-6) -> Tensor:
+    """O(Nq * Nk) reference of :func:`linear_attention` (same arguments):
+    builds ``S(i, j)`` of eq. (3-5) explicitly. The position weights come
+    straight from the cosines, not from :func:`position_features`, so the
+    factorisation itself is under test. For tests only."""
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        phi_q, phi_k, v_acc, _, _, num_valid = _prepare(
+            q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map,
+            pos_weight, grid_size)
+        batch = q.shape[0]
+        num_q, num_k = q.shape[2], k.shape[2]
+        if seq_len is None:
+            seq_len = num_k
+        qp = _normalise_positions(q_pos, num_q, batch, 'q_pos', q.device)
+        kp = _normalise_positions(k_pos, num_k, batch, 'k_pos', q.device)
+        qp, kp = qp[:, :, None].double(), kp[:, None, :].double()
+        if pos_weight is None:
+            weight = torch.ones(batch, num_q, num_k, dtype=torch.float64)
+        elif pos_weight == '1d':
+            weight = torch.cos(math.pi * (qp - kp) / (2 * seq_len))
+        else:
+            grid_h, grid_w = grid_size
+            num_prefix = seq_len - grid_h * grid_w
+            cq, ck = qp - num_prefix, kp - num_prefix
+            d_row = torch.div(cq, grid_w, rounding_mode='floor') - \
+                torch.div(ck, grid_w, rounding_mode='floor')
+            d_col = torch.remainder(cq, grid_w) - torch.remainder(ck, grid_w)
+            weight = torch.cos(math.pi * d_row / (2 * grid_h)) * \
+                torch.cos(math.pi * d_col / (2 * grid_w))
+            outside = (qp < num_prefix) | (kp < num_prefix)
+            weight = torch.where(outside, torch.ones_like(weight), weight)
+        weight = weight.to(phi_q.device, phi_q.dtype)[:, None]  # (B,1,Nq,Nk)
+        scores = (phi_q @ phi_k.transpose(-2, -1)) * weight  # (B,H,Nq,Nk)
+        scores = scores / num_valid  # masked keys are already zero in phi_k
+        out = (scores @ v_acc) / safe_denominator(
+            scores.sum(-1, keepdim=True), eps)
+    return out.to(q.dtype)

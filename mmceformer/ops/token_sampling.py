@@ -1,0 +1,284 @@
+"""Parameter-free token scoring and sampling (thesis section 3.3) and the
+CLS row of linear attention used to fuse them (section 3.4).
+
+Pure torch, no OpenMMLab import.
+"""
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, _check_choice,
+                               _normalise_positions, feature_map_fn,
+                               lift_features, position_features)
+
+SCORES = ('cls', 'cls_v', 'all', 'random')
+SELECTS = ('inverse_cdf', 'topk')
+KERNELS = ('linear', 'softmax')
+
+
+def num_kept_tokens(keep_ratio: float, num_tokens: int) -> int:
+    """``R``: the number of draws for ``keep_ratio`` of ``num_tokens``
+    original (non-prefix) tokens, at least 1."""
+    check_keep_ratio(keep_ratio)
+    return max(1, int(round(keep_ratio * num_tokens)))
+
+
+def check_keep_ratio(keep_ratio: float) -> None:
+    if not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
+        raise ValueError(f'keep_ratio must be a number in (0, 1], got '
+                         f'{keep_ratio!r}')
+
+
+def _query_attention_rows(query, key, key_mask, kernel, scale, query_feat,
+                          key_feat, feature_map, eps):
+    """Normalised attention rows of ``query`` (B, H, Nq, D) over ``key``
+    (B, H, Nk, D): (B, H, Nq, Nk); for a single score query, O(Nk D)."""
+    valid = key_mask[:, None, None, :]  # (B, 1, 1, Nk)
+    if kernel == 'softmax':
+        logits = (query.float() @ key.float().transpose(-2, -1)) * scale
+        logits = logits.masked_fill(~valid, float('-inf'))
+        return logits.softmax(-1)
+    phi_q = feature_map_fn(query.float(), feature_map)
+    phi_k = feature_map_fn(key.float(), feature_map)
+    if query_feat is not None:
+        phi_q = lift_features(phi_q, query_feat)
+        phi_k = lift_features(phi_k, key_feat)
+    sims = phi_q @ phi_k.transpose(-2, -1)  # (B, H, Nq, Nk)
+    sims = torch.where(valid, sims, torch.zeros((), device=sims.device))
+    return sims / sims.sum(-1, keepdim=True).clamp(min=eps)
+
+
+def cls_attention_scores(q_cls: Tensor,
+                         k: Tensor,
+                         v: Optional[Tensor] = None,
+                         q: Optional[Tensor] = None,
+                         kernel: str = 'linear',
+                         score: str = 'cls',
+                         key_mask: Optional[Tensor] = None,
+                         query_mask: Optional[Tensor] = None,
+                         num_prefix_tokens: int = 1,
+                         q_cls_pos: Optional[Union[int, Tensor]] = 0,
+                         q_pos: Optional[Tensor] = None,
+                         k_pos: Optional[Tensor] = None,
+                         seq_len: Optional[int] = None,
+                         feature_map: str = 'elu1',
+                         pos_weight: Optional[str] = '1d',
+                         grid_size: Optional[Sequence[int]] = None,
+                         scale: Optional[float] = None,
+                         eps: float = 1e-6,
+                         generator: Optional[torch.Generator] = None
+                         ) -> Tensor:
+    """Importance of each non-prefix token, eq. (3-10):
+    ``h_j = a_0j / sum_{i >= P} a_0i``, ``a_0`` being the attention row of the
+    CLS query, computed per head, summed over heads (section 3.3.2).
+
+    The row costs O(Nk D) in both kernels: for ``'linear'`` it is the CLS row
+    of eq. (3-5), ``a_0j = q~_0 . k~_j / sum_i q~_0 . k~_i``, which is what
+    lets E-Attention score tokens without an N x N matrix (section 3.4); for
+    ``'softmax'`` it is ``softmax(q_0 K^T * scale)``.
+
+    Args:
+        q_cls (Tensor): (B, H, D) or (B, H, 1, D) the score query: the CLS
+            token's query, or for a model without CLS (Swin) the mean query.
+        k (Tensor): (B, H, Nk, D) keys; the first ``num_prefix_tokens`` are
+            prefix tokens (CLS, ...), which get no score.
+        v (Tensor | None): (B, H, Nk, Dv) values, needed for ``'cls_v'``.
+        q (Tensor | None): (B, H, Nq, D) all queries, needed for ``'all'``.
+        kernel (str): ``'linear'`` or ``'softmax'``.
+        score (str): ``'cls'`` (eq. 3-10), ``'cls_v'`` (times ``||v_j||`` per
+            head, as ATS), ``'all'`` (mean attention that a token receives
+            from all valid queries, fig. 3-5; O(N) for the linear kernel,
+            O(N^2) time in chunks for softmax) or ``'random'`` (uniform
+            random scores, drawn with ``generator``).
+        key_mask (Tensor | None): (B, Nk) bool, True for real tokens.
+        query_mask (Tensor | None): (B, Nq) bool for ``q`` in ``'all'``.
+        num_prefix_tokens (int): P, the leading tokens excluded from scores.
+        q_cls_pos (int | Tensor | None): original index of the score query
+            for the linear kernel's cos re-weighting (0 for CLS); ``None``
+            scores without re-weighting (a mean query has no position).
+        q_pos, k_pos, seq_len, feature_map, pos_weight, grid_size: as in
+            :func:`~mmceformer.ops.linear_attention`.
+        scale (float | None): softmax logit scale, default ``D ** -0.5``.
+
+    Returns:
+        Tensor: (B, Nk - P) float32 scores, zero on masked tokens, each row
+        summing to 1 over its valid tokens (all zero if it has none).
+    """
+    _check_choice('kernel', kernel, KERNELS)
+    _check_choice('score', score, SCORES)
+    _check_choice('feature_map', feature_map, FEATURE_MAPS)
+    _check_choice('pos_weight', pos_weight, POS_WEIGHTS)
+    if k.dim() != 4:
+        raise ValueError(f'k must be (B, H, Nk, D), got {tuple(k.shape)}')
+    batch, heads, num_k, dim = k.shape
+    if q_cls.dim() == 3:
+        q_cls = q_cls.unsqueeze(2)
+    if q_cls.shape != (batch, heads, 1, dim):
+        raise ValueError(f'q_cls must be (B={batch}, H={heads}, D={dim}), '
+                         f'got {tuple(q_cls.shape)}')
+    if not 0 <= num_prefix_tokens <= num_k:
+        raise ValueError(f'num_prefix_tokens must be in [0, {num_k}], got '
+                         f'{num_prefix_tokens}')
+    if key_mask is None:
+        key_mask = torch.ones(batch, num_k, dtype=torch.bool, device=k.device)
+    elif key_mask.shape != (batch, num_k) or key_mask.dtype != torch.bool:
+        raise ValueError(f'key_mask must be a bool tensor of shape '
+                         f'({batch}, {num_k}), got {tuple(key_mask.shape)}')
+    scale = dim**-0.5 if scale is None else scale
+    seq_len = num_k if seq_len is None else seq_len
+    use_pos = kernel == 'linear' and pos_weight is not None
+    k_feat = None
+    if use_pos:
+        k_pos = _normalise_positions(k_pos, num_k, batch, 'k_pos', k.device)
+        if int(k_pos.max()) >= seq_len:
+            raise ValueError(f'k_pos must lie in [0, seq_len={seq_len})')
+        _, k_feat = position_features(k_pos, seq_len, pos_weight, grid_size)
+    image_mask = key_mask[:, num_prefix_tokens:]
+
+    with torch.autocast(device_type=k.device.type, enabled=False):
+        if score == 'random':
+            per_token = torch.rand(
+                image_mask.shape, generator=generator,
+                device=k.device if generator is None else generator.device)
+            per_token = per_token.to(k.device)
+        elif score == 'all':
+            if q is None:
+                raise ValueError("score='all' needs the queries q")
+            num_q = q.shape[2]
+            if query_mask is None:
+                query_mask = torch.ones(batch, num_q, dtype=torch.bool,
+                                        device=q.device)
+            q_feat = None
+            if use_pos:
+                q_pos = _normalise_positions(q_pos, num_q, batch, 'q_pos',
+                                             q.device)
+                q_feat, _ = position_features(q_pos, seq_len, pos_weight,
+                                              grid_size)
+            received = torch.zeros(batch, heads, num_k, device=k.device)
+            # Chunks over queries bound the memory of the softmax kernel; the
+            # linear kernel could do it in one go but the sums are the same.
+            chunk = 1024
+            for start in range(0, num_q, chunk):
+                stop = min(num_q, start + chunk)
+                rows = _query_attention_rows(
+                    q[:, :, start:stop], k, key_mask, kernel, scale,
+                    None if q_feat is None else q_feat[:, start:stop],
+                    k_feat, feature_map, eps)  # (B, H, chunk, Nk)
+                qm = query_mask[:, None, start:stop, None]
+                received += torch.where(qm, rows, torch.zeros(
+                    (), device=rows.device)).sum(2)
+            per_token = received.sum(1)[:, num_prefix_tokens:]
+        else:
+            q_feat = None
+            if use_pos and q_cls_pos is not None:
+                pos = torch.as_tensor(q_cls_pos, device=k.device).long()
+                pos = pos.reshape(-1, 1).expand(batch, 1)
+                q_feat, _ = position_features(pos, seq_len, pos_weight,
+                                              grid_size)
+            key_feat = None if q_feat is None else k_feat
+            row = _query_attention_rows(q_cls, k, key_mask, kernel, scale,
+                                        q_feat, key_feat, feature_map,
+                                        eps)[:, :, 0]  # (B, H, Nk)
+            if score == 'cls_v':
+                if v is None:
+                    raise ValueError("score='cls_v' needs the values v")
+                row = row * v.float().norm(dim=-1)
+            per_token = row.sum(1)[:, num_prefix_tokens:]  # (B, Nk - P)
+        per_token = torch.where(image_mask, per_token,
+                                torch.zeros((), device=k.device))
+        total = per_token.sum(-1, keepdim=True)
+        return per_token / total.clamp(min=torch.finfo(total.dtype).tiny)
+
+
+def sample_tokens(scores: Tensor,
+                  num_samples: int,
+                  valid: Optional[Tensor] = None,
+                  select: str = 'inverse_cdf',
+                  deterministic: bool = True,
+                  generator: Optional[torch.Generator] = None
+                  ) -> Tuple[Tensor, Tensor]:
+    """Choose the tokens to keep from their scores (section 3.3.3).
+
+    ``'inverse_cdf'``: with ``CDF_i = sum_{j <= i} h_j`` (eq. 3-12), draw R
+    numbers ``u`` in [0, 1) and keep ``CDF^-1(u)`` (eq. 3-13), the first token
+    whose CDF exceeds ``u``. The draws are uniform random in training and the
+    fixed grid ``u_k = (k + 0.5) / R`` when ``deterministic`` (evaluation), so
+    inference is reproducible and an image's choice depends on its scores
+    only. Tokens drawn twice collapse, so ``r' <= R`` tokens are kept,
+    adaptively per image. ``'topk'`` keeps the R best (fig. 3-6 baseline).
+
+    Args:
+        scores (Tensor): (B, N) non-negative scores (need not sum to 1).
+            A row whose valid scores are all zero is sampled uniformly.
+        num_samples (int): R >= 1, the number of draws.
+        valid (Tensor | None): (B, N) bool; invalid tokens are never kept.
+        select (str): ``'inverse_cdf'`` or ``'topk'``.
+        deterministic (bool): grid draws instead of random ones.
+        generator (torch.Generator | None): for the random draws.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``index`` (B, R') long indices into N in
+        increasing (spatial) order, padded with 0 past each row's count, and
+        ``mask`` (B, R') bool, True for real entries. R' is the largest
+        count in the batch.
+    """
+    _check_choice('select', select, SELECTS)
+    if scores.dim() != 2:
+        raise ValueError(f'scores must be (B, N), got {tuple(scores.shape)}')
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f'num_samples must be an int >= 1, got '
+                         f'{num_samples!r}')
+    batch, num = scores.shape
+    device = scores.device
+    if valid is None:
+        valid = torch.ones(batch, num, dtype=torch.bool, device=device)
+    elif valid.shape != scores.shape or valid.dtype != torch.bool:
+        raise ValueError(f'valid must be a bool tensor of shape '
+                         f'{tuple(scores.shape)}, got {tuple(valid.shape)}')
+    if (scores < 0).any():
+        raise ValueError('scores must be non-negative')
+    probs = torch.where(valid, scores.float(), torch.zeros((), device=device))
+    empty_rows = probs.sum(-1, keepdim=True) <= 0
+    probs = torch.where(empty_rows, valid.float(), probs)
+    num_valid = valid.sum(-1)  # (B,)
+
+    if select == 'topk':
+        count = min(num_samples, num)
+        masked = probs.masked_fill(~valid, float('-inf'))
+        index = masked.topk(count, dim=-1).indices  # (B, R)
+        keep = torch.arange(count, device=device)[None] < num_valid[:, None]
+        # Real entries first, in spatial order; padding after them.
+        index = torch.where(keep, index, torch.full_like(index, num))
+        index = index.sort(-1).values
+    else:
+        cdf = probs.cumsum(-1)  # (B, N), unnormalised
+        total = cdf[:, -1:]
+        if deterministic:
+            u = (torch.arange(num_samples, device=device, dtype=torch.float32)
+                 + 0.5) / num_samples
+            u = u.expand(batch, num_samples)
+        else:
+            u = torch.rand(batch, num_samples, generator=generator,
+                           device=device if generator is None
+                           else generator.device).to(device)
+            u = u.sort(-1).values
+        index = torch.searchsorted(cdf, u * total, right=True)  # (B, R)
+        # Round-off may push u * total onto the last CDF value: take the last
+        # token with non-zero probability, never a padded one.
+        positions = torch.arange(num, device=device).expand(batch, num)
+        last = torch.where(probs > 0, positions,
+                           torch.full_like(positions, -1)).max(-1).values
+        index = torch.minimum(index, last[:, None].clamp(min=0))
+        # Collapse duplicates (sorted, so duplicates are neighbours).
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[:, 1:] = index[:, 1:] != index[:, :-1]
+        first &= (num_valid > 0)[:, None]
+        order_key = torch.where(first, index, index + num + 1)
+        index = torch.where(first, index, torch.full_like(index, num))
+        index = index.gather(1, order_key.argsort(-1))
+    mask = index < num
+    width = max(int(mask.sum(-1).max()) if batch else 0, 0)
+    index, mask = index[:, :width], mask[:, :width]
+    return index.masked_fill(~mask, 0), mask

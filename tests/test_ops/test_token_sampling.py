@@ -1,0 +1,229 @@
+"""CLS scores (eq. 3-10) and inverse-CDF sampling (eq. 3-12/3-13)."""
+import pytest
+import torch
+
+from mmceformer.ops import (cls_attention_scores, gather_tokens,
+                            linear_attention_reference, num_kept_tokens,
+                            sample_tokens, scatter_tokens)
+
+
+def qkv(batch=2, heads=3, num=13, dim=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.randn(batch, heads, num, dim, generator=gen) for _ in range(3))
+
+
+def explicit_rows(q, k, kernel, pos_weight='1d', seq_len=None):
+    """Full attention matrices (B, H, N, N) built the O(N^2) way."""
+    if kernel == 'softmax':
+        return (q @ k.transpose(-2, -1) * q.shape[-1]**-0.5).softmax(-1)
+    # Rows of the linear kernel: attention of each query = reference output
+    # with one-hot values.
+    num = k.shape[2]
+    eye = torch.eye(num).expand(*k.shape[:2], num, num)
+    return linear_attention_reference(q, k, eye, pos_weight=pos_weight,
+                                      seq_len=seq_len)
+
+
+@pytest.mark.parametrize('kernel', ['linear', 'softmax'])
+def test_cls_scores_match_explicit_attention_row(kernel):
+    q, k, v = qkv()
+    scores = cls_attention_scores(q[:, :, 0], k, kernel=kernel)
+    attn = explicit_rows(q, k, kernel)  # (B, H, N, N)
+    row = attn[:, :, 0, 1:].sum(1)  # heads summed, CLS excluded
+    torch.testing.assert_close(scores, row / row.sum(-1, keepdim=True))
+    assert scores.shape == (2, 12)
+
+
+@pytest.mark.parametrize('kernel', ['linear', 'softmax'])
+def test_all_score_is_mean_received_attention(kernel):
+    q, k, v = qkv()
+    scores = cls_attention_scores(q[:, :, 0], k, q=q, kernel=kernel,
+                                  score='all')
+    received = explicit_rows(q, k, kernel).sum(2).sum(1)[:, 1:]
+    torch.testing.assert_close(scores,
+                               received / received.sum(-1, keepdim=True))
+
+
+def test_cls_v_score_weights_by_value_norm():
+    q, k, v = qkv()
+    scores = cls_attention_scores(q[:, :, 0], k, v, kernel='softmax',
+                                  score='cls_v')
+    attn = explicit_rows(q, k, 'softmax')[:, :, 0] * v.norm(dim=-1)
+    expected = attn.sum(1)[:, 1:]
+    torch.testing.assert_close(scores,
+                               expected / expected.sum(-1, keepdim=True))
+
+
+def test_random_score_uses_generator_and_masks():
+    q, k, _ = qkv()
+    mask = torch.ones(2, 13, dtype=torch.bool)
+    mask[1, 10:] = False
+    a = cls_attention_scores(q[:, :, 0], k, score='random', key_mask=mask,
+                             generator=torch.Generator().manual_seed(3))
+    b = cls_attention_scores(q[:, :, 0], k, score='random', key_mask=mask,
+                             generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+    assert (a[1, 9:] == 0).all() and torch.allclose(a.sum(-1), torch.ones(2))
+
+
+def test_masked_keys_get_no_score_and_do_not_change_others():
+    q, k, _ = qkv()
+    mask = torch.ones(2, 13, dtype=torch.bool)
+    mask[:, 9:] = False
+    k_garbage = k.clone()
+    k_garbage[:, :, 9:] = 1e4
+    scores = cls_attention_scores(q[:, :, 0], k_garbage, key_mask=mask)
+    plain = cls_attention_scores(q[:, :, 0], k[:, :, :9], seq_len=13)
+    assert (scores[:, 8:] == 0).all()
+    torch.testing.assert_close(scores[:, :8], plain)
+
+
+def test_mean_query_without_prefix_tokens():
+    """Swin: no CLS, the score query is the mean query, no position."""
+    q, k, _ = qkv()
+    scores = cls_attention_scores(q.mean(2), k, kernel='linear',
+                                  num_prefix_tokens=0, q_cls_pos=None)
+    phi = torch.nn.functional.elu
+    sims = ((phi(q.mean(2, keepdim=True)) + 1) @
+            (phi(k) + 1).transpose(-2, -1))[:, :, 0]
+    expected = (sims / sims.sum(-1, keepdim=True)).sum(1)
+    torch.testing.assert_close(scores, expected / expected.sum(-1,
+                                                               keepdim=True))
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(kernel='cosine'), 'kernel'),
+    (dict(score='max'), 'score'),
+    (dict(score='all'), 'needs the queries'),
+    (dict(score='cls_v'), 'needs the values'),
+    (dict(num_prefix_tokens=20), 'num_prefix_tokens'),
+])
+def test_score_bad_arguments(kwargs, match):
+    q, k, _ = qkv()
+    with pytest.raises(ValueError, match=match):
+        cls_attention_scores(q[:, :, 0], k, **kwargs)
+
+
+# --- sampling ---------------------------------------------------------------
+
+
+def random_scores(batch=4, num=50, seed=0):
+    return torch.rand(batch, num, generator=torch.Generator().manual_seed(seed))
+
+
+def test_inverse_cdf_grid_matches_hand_computation():
+    scores = torch.tensor([[0.2, 0.0, 0.5, 0.3]])
+    # R = 4: u = 0.125, 0.375, 0.625, 0.875; CDF = 0.2, 0.2, 0.7, 1.0
+    index, mask = sample_tokens(scores, 4)
+    assert index.tolist() == [[0, 2, 3]] and mask.all()
+
+
+@pytest.mark.parametrize('select', ['inverse_cdf', 'topk'])
+def test_sampling_keeps_at_most_r_sorted_unique_valid(select):
+    scores = random_scores()
+    valid = torch.ones_like(scores, dtype=torch.bool)
+    valid[0, 30:] = False
+    valid[2, ::2] = False
+    for deterministic in (True, False):
+        index, mask = sample_tokens(scores, 20, valid, select=select,
+                                    deterministic=deterministic,
+                                    generator=torch.Generator().manual_seed(1))
+        assert index.shape[1] <= 20
+        for row in range(4):
+            kept = index[row][mask[row]]
+            assert len(kept) <= 20
+            assert (kept[1:] > kept[:-1]).all()  # sorted, no duplicate
+            assert valid[row, kept].all()
+            if select == 'topk':
+                assert len(kept) == 20
+
+
+def test_topk_keeps_highest_scores():
+    scores = random_scores(batch=1)
+    index, _ = sample_tokens(scores, 5, select='topk')
+    expected = scores.topk(5).indices.sort().values
+    assert index.tolist() == expected.tolist()
+
+
+def test_one_hot_score_keeps_one_token():
+    scores = torch.zeros(2, 30)
+    scores[0, 7] = 1
+    scores[1, 29] = 1
+    for deterministic in (True, False):
+        index, mask = sample_tokens(scores, 21, deterministic=deterministic)
+        assert index.shape == (2, 1) and mask.all()
+        assert index[:, 0].tolist() == [7, 29]
+
+
+def test_deterministic_and_independent_of_batch():
+    scores = random_scores(batch=3)
+    alone, alone_mask = sample_tokens(scores[1:2], 25)
+    batch, batch_mask = sample_tokens(scores, 25)
+    again, _ = sample_tokens(scores, 25)
+    assert torch.equal(batch, again)
+    count = int(alone_mask.sum())
+    assert batch[1][batch_mask[1]].tolist() == alone[0, :count].tolist()
+
+
+def test_high_scores_are_kept_more_often():
+    """Random draws: a token with 10x the score is kept far more often."""
+    scores = torch.ones(1, 40)
+    scores[0, :5] = 10
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(40)
+    for _ in range(200):
+        index, mask = sample_tokens(scores, 10, deterministic=False,
+                                    generator=gen)
+        counts[index[mask]] += 1
+    assert counts[:5].mean() > 4 * counts[5:].mean()
+
+
+def test_adaptive_count_depends_on_score_concentration():
+    flat = torch.ones(1, 100)
+    peaked = torch.softmax(torch.randn(1, 100) * 5, -1)
+    _, flat_mask = sample_tokens(flat, 70)
+    _, peaked_mask = sample_tokens(peaked, 70)
+    assert flat_mask.sum() == 70
+    assert peaked_mask.sum() < 70
+
+
+def test_zero_scores_fall_back_to_uniform_over_valid():
+    scores = torch.zeros(1, 10)
+    valid = torch.tensor([[True] * 6 + [False] * 4])
+    index, mask = sample_tokens(scores, 6, valid)
+    assert index[mask].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(select='bottomk'), 'select'),
+    (dict(num_samples=0), 'num_samples'),
+    (dict(num_samples=2.5), 'num_samples'),
+])
+def test_sampling_bad_arguments(kwargs, match):
+    args = dict(num_samples=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        sample_tokens(random_scores(), **args)
+    with pytest.raises(ValueError, match='non-negative'):
+        sample_tokens(-random_scores(), 3)
+
+
+def test_num_kept_tokens_and_keep_ratio_errors():
+    assert num_kept_tokens(0.7, 196) == 137
+    assert num_kept_tokens(1.0, 196) == 196
+    assert num_kept_tokens(0.001, 10) == 1
+    for bad in (0, -0.1, 1.5, 'half'):
+        with pytest.raises(ValueError, match='keep_ratio'):
+            num_kept_tokens(bad, 196)
+
+
+def test_gather_scatter_round_trip():
+    x = torch.randn(2, 6, 3)
+    index = torch.tensor([[1, 4, 0], [2, 3, 5]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    picked = gather_tokens(x, index)
+    torch.testing.assert_close(picked[1], x[1, [2, 3, 5]])
+    out = scatter_tokens(torch.zeros_like(x), index, picked * 2, mask)
+    assert out[0, [1, 4]].equal(x[0, [1, 4]] * 2)
+    assert (out[0, [0, 2, 3, 5]] == 0).all()  # padded entry (0) not written
