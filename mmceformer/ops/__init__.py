@@ -5,11 +5,14 @@ from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, feature_map_fn,
 from .token_sampling import (KERNELS, SCORES, SELECTS, check_keep_ratio,
                              cls_attention_scores, num_kept_tokens,
                              sample_tokens)
-from .tokens import gather_tokens, scatter_tokens
+from .tokens import (gather_tokens, grid_to_tokens, groups_from_block_mask,
+                     mask_to_index, scatter_tokens, tokens_to_grid)
 
 __all__ = [
     'FEATURE_MAPS', 'POS_WEIGHTS', 'KERNELS', 'SCORES', 'SELECTS',
     'feature_map_fn', 'position_features', 'linear_attention',
     'linear_attention_reference', 'cls_attention_scores', 'sample_tokens',
-    'num_kept_tokens', 'check_keep_ratio', 'gather_tokens', 'scatter_tokens'
+    'num_kept_tokens', 'check_keep_ratio', 'gather_tokens', 'scatter_tokens',
+    'tokens_to_grid', 'grid_to_tokens', 'mask_to_index',
+    'groups_from_block_mask'
 ]

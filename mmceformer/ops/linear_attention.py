@@ -44,8 +44,8 @@ def feature_map_fn(x: Tensor, feature_map: str = 'elu1') -> Tensor:
     return x
 
 
-def _normalise_positions(pos: Optional[Tensor], n: int, batch: int,
-                         name: str, device) -> Tensor:
+def _normalise_positions(pos: Optional[Tensor], n: int, batch: int, name: str,
+                         device) -> Tensor:
     """Positions as a (B, n) long tensor; ``None`` means ``arange(n)``."""
     if pos is None:
         return torch.arange(n, device=device).expand(batch, n)
@@ -59,11 +59,11 @@ def _normalise_positions(pos: Optional[Tensor], n: int, batch: int,
     return pos.long().expand(batch, n)
 
 
-def position_features(pos: Tensor,
-                      seq_len: int,
-                      pos_weight: Optional[str] = '1d',
-                      grid_size: Optional[Sequence[int]] = None
-                      ) -> Tuple[Tensor, Tensor]:
+def position_features(
+        pos: Tensor,
+        seq_len: int,
+        pos_weight: Optional[str] = '1d',
+        grid_size: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor]:
     """Query-side and key-side position features with ``w(i,j) = a_i . b_j``.
 
     Args:
@@ -129,8 +129,18 @@ def lift_features(phi: Tensor, pos_feat: Tensor) -> Tensor:
     return lifted.reshape(batch, heads, num, -1)
 
 
-def _prepare(q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map,
-             pos_weight, grid_size):
+def _prepare(q,
+             k,
+             v,
+             q_pos,
+             k_pos,
+             seq_len,
+             key_mask,
+             feature_map,
+             pos_weight,
+             grid_size,
+             q_group=None,
+             k_group=None):
     """Validate arguments; return fp32 phi(q), phi(k), v, position features
     and the (B, Nk) key mask."""
     _check_choice('feature_map', feature_map, FEATURE_MAPS)
@@ -167,6 +177,16 @@ def _prepare(q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map,
                          f'{tuple(key_mask.shape)}')
     q_feat, _ = position_features(q_pos, seq_len, pos_weight, grid_size)
     _, k_feat = position_features(k_pos, seq_len, pos_weight, grid_size)
+    if (q_group is None) != (k_group is None):
+        raise ValueError('q_group and k_group must be given together')
+    if q_group is not None:
+        q_group = _normalise_positions(q_group, num_q, batch, 'q_group',
+                                       q.device)
+        k_group = _normalise_positions(k_group, num_k, batch, 'k_group',
+                                       q.device)
+        num_groups = int(max(q_group.max(), k_group.max())) + 1
+        q_feat = group_features(q_feat, q_group, num_groups)
+        k_feat = group_features(k_feat, k_group, num_groups)
     # Reductions in fp32 (or fp64) whatever the autocast dtype (SPEC 2.1).
     dtype = accumulation_dtype(q.dtype)
     phi_q = feature_map_fn(q.to(dtype), feature_map)
@@ -177,8 +197,15 @@ def _prepare(q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map,
     phi_k = torch.where(valid, phi_k, zero)
     v_acc = torch.where(valid, v.to(dtype), zero)
     num_valid = key_mask.sum(-1).clamp(min=1).to(dtype)[:, None, None, None]
-    return (phi_q, phi_k, v_acc, q_feat.to(dtype), k_feat.to(dtype),
-            num_valid)
+    return (phi_q, phi_k, v_acc, q_feat.to(dtype), k_feat.to(dtype), num_valid)
+
+
+def group_features(pos_feat: Tensor, group: Tensor, num_groups: int) -> Tensor:
+    """Restrict the weight to pairs of one group:
+    ``[g_i == g_j] = onehot(g_i) . onehot(g_j)`` factorises too, so the
+    features become ``a (x) onehot(g)``: (B, N, P) -> (B, N, P * G)."""
+    onehot = torch.nn.functional.one_hot(group, num_groups).to(pos_feat)
+    return (pos_feat.unsqueeze(-1) * onehot.unsqueeze(-2)).flatten(-2)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -203,7 +230,9 @@ def linear_attention(q: Tensor,
                      feature_map: str = 'elu1',
                      pos_weight: Optional[str] = '1d',
                      grid_size: Optional[Sequence[int]] = None,
-                     eps: float = 1e-6) -> Tensor:
+                     eps: float = 1e-6,
+                     q_group: Optional[Tensor] = None,
+                     k_group: Optional[Tensor] = None) -> Tensor:
     """Linear attention with cos re-weighting, eq. (3-5) with (3-7)/(3-8),
     computed as eq. (3-9) (and, for a query subset, eq. 3-14) in O(N).
 
@@ -227,14 +256,19 @@ def linear_attention(q: Tensor,
             over the valid keys (the ratio is unchanged) so that half
             precision never overflows; ``eps`` bounds the magnitude of that
             mean, keeping its sign (see :func:`safe_denominator`).
+        q_group (Tensor | None): (Nq,) or (B, Nq) long group ids; with
+            ``k_group`` (Nk,) or (B, Nk), only pairs of one group interact
+            (``S(i, j) = 0`` otherwise): the linear form of a block-diagonal
+            attention mask, e.g. Swin's shifted-window regions.
+        k_group (Tensor | None): see ``q_group``.
 
     Returns:
         Tensor: (B, H, Nq, Dv), in the dtype of ``q``.
     """
     with torch.autocast(device_type=q.device.type, enabled=False):
         phi_q, phi_k, v_acc, q_feat, k_feat, num_valid = _prepare(
-            q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map,
-            pos_weight, grid_size)
+            q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
+            grid_size, q_group, k_group)
         q_tilde = lift_features(phi_q, q_feat)  # (B, H, Nq, P * D)
         k_tilde = lift_features(phi_k, k_feat)  # (B, H, Nk, P * D)
         # Means, not sums: finite in fp16/bf16 at 10^4+ tokens.
@@ -256,15 +290,17 @@ def linear_attention_reference(q: Tensor,
                                feature_map: str = 'elu1',
                                pos_weight: Optional[str] = '1d',
                                grid_size: Optional[Sequence[int]] = None,
-                               eps: float = 1e-6) -> Tensor:
+                               eps: float = 1e-6,
+                               q_group: Optional[Tensor] = None,
+                               k_group: Optional[Tensor] = None) -> Tensor:
     """O(Nq * Nk) reference of :func:`linear_attention` (same arguments):
     builds ``S(i, j)`` of eq. (3-5) explicitly. The position weights come
     straight from the cosines, not from :func:`position_features`, so the
     factorisation itself is under test. For tests only."""
     with torch.autocast(device_type=q.device.type, enabled=False):
         phi_q, phi_k, v_acc, _, _, num_valid = _prepare(
-            q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map,
-            pos_weight, grid_size)
+            q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
+            grid_size, q_group, k_group)
         batch = q.shape[0]
         num_q, num_k = q.shape[2], k.shape[2]
         if seq_len is None:
@@ -287,6 +323,12 @@ def linear_attention_reference(q: Tensor,
                 torch.cos(math.pi * d_col / (2 * grid_w))
             outside = (qp < num_prefix) | (kp < num_prefix)
             weight = torch.where(outside, torch.ones_like(weight), weight)
+        if q_group is not None:
+            qg = _normalise_positions(q_group, num_q, batch, 'q_group',
+                                      q.device)
+            kg = _normalise_positions(k_group, num_k, batch, 'k_group',
+                                      q.device)
+            weight = weight * (qg[:, :, None] == kg[:, None, :]).to(weight)
         weight = weight.to(phi_q.device, phi_q.dtype)[:, None]  # (B,1,Nq,Nk)
         scores = (phi_q @ phi_k.transpose(-2, -1)) * weight  # (B,H,Nq,Nk)
         scores = scores / num_valid  # masked keys are already zero in phi_k

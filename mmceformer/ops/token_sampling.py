@@ -50,26 +50,26 @@ def _query_attention_rows(query, key, key_mask, kernel, scale, query_feat,
     return sims / sims.sum(-1, keepdim=True).clamp(min=eps)
 
 
-def cls_attention_scores(q_cls: Tensor,
-                         k: Tensor,
-                         v: Optional[Tensor] = None,
-                         q: Optional[Tensor] = None,
-                         kernel: str = 'linear',
-                         score: str = 'cls',
-                         key_mask: Optional[Tensor] = None,
-                         query_mask: Optional[Tensor] = None,
-                         num_prefix_tokens: int = 1,
-                         q_cls_pos: Optional[Union[int, Tensor]] = 0,
-                         q_pos: Optional[Tensor] = None,
-                         k_pos: Optional[Tensor] = None,
-                         seq_len: Optional[int] = None,
-                         feature_map: str = 'elu1',
-                         pos_weight: Optional[str] = '1d',
-                         grid_size: Optional[Sequence[int]] = None,
-                         scale: Optional[float] = None,
-                         eps: float = 1e-6,
-                         generator: Optional[torch.Generator] = None
-                         ) -> Tensor:
+def cls_attention_scores(
+        q_cls: Tensor,
+        k: Tensor,
+        v: Optional[Tensor] = None,
+        q: Optional[Tensor] = None,
+        kernel: str = 'linear',
+        score: str = 'cls',
+        key_mask: Optional[Tensor] = None,
+        query_mask: Optional[Tensor] = None,
+        num_prefix_tokens: int = 1,
+        q_cls_pos: Optional[Union[int, Tensor]] = 0,
+        q_pos: Optional[Tensor] = None,
+        k_pos: Optional[Tensor] = None,
+        seq_len: Optional[int] = None,
+        feature_map: str = 'elu1',
+        pos_weight: Optional[str] = '1d',
+        grid_size: Optional[Sequence[int]] = None,
+        scale: Optional[float] = None,
+        eps: float = 1e-6,
+        generator: Optional[torch.Generator] = None) -> Tensor:
     """Importance of each non-prefix token, eq. (3-10):
     ``h_j = a_0j / sum_{i >= P} a_0i``, ``a_0`` being the attention row of the
     CLS query, computed per head, summed over heads (section 3.3.2).
@@ -140,7 +140,8 @@ def cls_attention_scores(q_cls: Tensor,
     with torch.autocast(device_type=k.device.type, enabled=False):
         if score == 'random':
             per_token = torch.rand(
-                image_mask.shape, generator=generator,
+                image_mask.shape,
+                generator=generator,
                 device=k.device if generator is None else generator.device)
             per_token = per_token.to(k.device)
         elif score == 'all':
@@ -148,8 +149,8 @@ def cls_attention_scores(q_cls: Tensor,
                 raise ValueError("score='all' needs the queries q")
             num_q = q.shape[2]
             if query_mask is None:
-                query_mask = torch.ones(batch, num_q, dtype=torch.bool,
-                                        device=q.device)
+                query_mask = torch.ones(
+                    batch, num_q, dtype=torch.bool, device=q.device)
             q_feat = None
             if use_pos:
                 q_pos = _normalise_positions(q_pos, num_q, batch, 'q_pos',
@@ -164,11 +165,12 @@ def cls_attention_scores(q_cls: Tensor,
                 stop = min(num_q, start + chunk)
                 rows = _query_attention_rows(
                     q[:, :, start:stop], k, key_mask, kernel, scale,
-                    None if q_feat is None else q_feat[:, start:stop],
-                    k_feat, feature_map, eps)  # (B, H, chunk, Nk)
+                    None if q_feat is None else q_feat[:, start:stop], k_feat,
+                    feature_map, eps)  # (B, H, chunk, Nk)
                 qm = query_mask[:, None, start:stop, None]
-                received += torch.where(qm, rows, torch.zeros(
-                    (), device=rows.device)).sum(2)
+                received += torch.where(qm, rows,
+                                        torch.zeros((),
+                                                    device=rows.device)).sum(2)
             per_token = received.sum(1)[:, num_prefix_tokens:]
         else:
             q_feat = None
@@ -192,13 +194,13 @@ def cls_attention_scores(q_cls: Tensor,
         return per_token / total.clamp(min=torch.finfo(total.dtype).tiny)
 
 
-def sample_tokens(scores: Tensor,
-                  num_samples: int,
-                  valid: Optional[Tensor] = None,
-                  select: str = 'inverse_cdf',
-                  deterministic: bool = True,
-                  generator: Optional[torch.Generator] = None
-                  ) -> Tuple[Tensor, Tensor]:
+def sample_tokens(
+        scores: Tensor,
+        num_samples: int,
+        valid: Optional[Tensor] = None,
+        select: str = 'inverse_cdf',
+        deterministic: bool = True,
+        generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
     """Choose the tokens to keep from their scores (section 3.3.3).
 
     ``'inverse_cdf'``: with ``CDF_i = sum_{j <= i} h_j`` (eq. 3-12), draw R
@@ -260,9 +262,12 @@ def sample_tokens(scores: Tensor,
                  + 0.5) / num_samples
             u = u.expand(batch, num_samples)
         else:
-            u = torch.rand(batch, num_samples, generator=generator,
-                           device=device if generator is None
-                           else generator.device).to(device)
+            u = torch.rand(
+                batch,
+                num_samples,
+                generator=generator,
+                device=device
+                if generator is None else generator.device).to(device)
             u = u.sort(-1).values
         index = torch.searchsorted(cdf, u * total, right=True)  # (B, R)
         # Round-off may push u * total onto the last CDF value: take the last

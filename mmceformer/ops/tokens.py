@@ -21,3 +21,79 @@ def scatter_tokens(base: Tensor, index: Tensor, src: Tensor,
     out = out.scatter(1, target[..., None].expand(-1, -1, channels),
                       src.to(out.dtype))
     return out[:, :num]
+
+
+def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
+                   grid_size) -> Tensor:
+    """Image tokens onto their grid for a convolution.
+
+    Args:
+        x (Tensor): (B, N, C) tokens, the first ``num_prefix_tokens`` of which
+            are prefix tokens (CLS) that have no cell.
+        pos (Tensor): (B, N) long, original index of each token; grid token
+            ``p`` sits at cell ``p - num_prefix_tokens`` of the raster.
+        mask (Tensor | None): (B, N) bool, False on padding.
+        num_prefix_tokens (int): P.
+        grid_size (tuple[int, int]): (Hg, Wg).
+
+    Returns:
+        Tensor: (B, C, Hg, Wg); cells without a token (pruned, SPEC 3) are 0.
+    """
+    batch, num, channels = x.shape
+    grid_h, grid_w = grid_size
+    image_x = x[:, num_prefix_tokens:]
+    if num - num_prefix_tokens == grid_h * grid_w and mask is None:
+        grid = image_x  # the full grid in raster order
+    else:
+        cell = pos[:, num_prefix_tokens:] - num_prefix_tokens
+        valid = torch.ones_like(cell, dtype=torch.bool) if mask is None \
+            else mask[:, num_prefix_tokens:]
+        grid = scatter_tokens(
+            image_x.new_zeros(batch, grid_h * grid_w, channels), cell, image_x,
+            valid)
+    # (B, Hg * Wg, C) -> (B, C, Hg, Wg)
+    return grid.transpose(1, 2).reshape(batch, channels, grid_h, grid_w)
+
+
+def grid_to_tokens(grid: Tensor, pos: Tensor,
+                   num_prefix_tokens: int) -> Tensor:
+    """Read tokens back from a grid: (B, C, Hg, Wg) and the (B, N) positions
+    of a token sequence -> (B, N - P, C) for its image tokens, in order."""
+    flat = grid.flatten(2).transpose(1, 2)  # (B, Hg * Wg, C)
+    cell = pos[:, num_prefix_tokens:] - num_prefix_tokens
+    if cell.shape[1] == flat.shape[1] and bool(
+        (cell == torch.arange(cell.shape[1], device=cell.device)).all()):
+        return flat
+    return gather_tokens(flat, cell.clamp(min=0))
+
+
+def mask_to_index(mask: Tensor):
+    """Indices of the True entries of a (B, N) bool mask, row by row in
+    increasing order, padded to the longest row: returns ``index`` (B, K)
+    long (0 on padding) and ``valid`` (B, K) bool."""
+    batch, num = mask.shape
+    positions = torch.arange(num, device=mask.device).expand(batch, num)
+    order = torch.where(mask, positions, positions + num).argsort(-1)
+    width = int(mask.sum(-1).max()) if batch else 0
+    index = order[:, :width]
+    valid = mask.gather(1, index)
+    return index.masked_fill(~valid, 0), valid
+
+
+def groups_from_block_mask(mask: Tensor) -> Tensor:
+    """Group ids from an additive mask that only separates groups (0 within
+    a group, negative across), as Swin's shifted-window mask does.
+
+    Args:
+        mask (Tensor): (W, N, N) additive mask, 0 where tokens may interact.
+
+    Returns:
+        Tensor: (W, N) long ids ``0 .. G-1`` per row, numbered by first
+        appearance, so that ``mask[w, i, j] == 0`` iff ids are equal.
+    """
+    same = mask == 0  # (W, N, N)
+    num = mask.shape[-1]
+    first = same.int().argmax(-1)  # (W, N): first member of i's group
+    leader = first == torch.arange(num, device=mask.device)
+    rank = leader.long().cumsum(-1) - 1  # (W, N): id of each leader
+    return rank.gather(1, first)

@@ -12,8 +12,15 @@ GRID = (3, 4)  # 12 grid tokens + 1 CLS = 13
 SEQ = GRID[0] * GRID[1] + 1
 
 
-def qkv(batch=2, heads=3, num_q=SEQ, num_k=SEQ, dim=8, dim_v=5, seed=0,
-        dtype=torch.float32, positive=False):
+def qkv(batch=2,
+        heads=3,
+        num_q=SEQ,
+        num_k=SEQ,
+        dim=8,
+        dim_v=5,
+        seed=0,
+        dtype=torch.float32,
+        positive=False):
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, heads, num_q, dim, generator=gen, dtype=dtype)
     k = torch.randn(batch, heads, num_k, dim, generator=gen, dtype=dtype)
@@ -29,8 +36,8 @@ CASES = list(itertools.product(FEATURE_MAPS, POS_WEIGHTS))
 @pytest.mark.parametrize('feature_map,pos_weight', CASES)
 def test_matches_reference_full_sequence(feature_map, pos_weight):
     q, k, v = qkv(positive=feature_map == 'identity')
-    kwargs = dict(feature_map=feature_map, pos_weight=pos_weight,
-                  grid_size=GRID)
+    kwargs = dict(
+        feature_map=feature_map, pos_weight=pos_weight, grid_size=GRID)
     fast = linear_attention(q, k, v, **kwargs)
     slow = linear_attention_reference(q, k, v, **kwargs)
     assert fast.shape == (2, 3, SEQ, 5)
@@ -46,9 +53,14 @@ def test_matches_reference_pruned_queries_per_sample(feature_map, pos_weight):
     k_pos = torch.tensor([[0, 1, 2, 4, 5, 7, 9, 12, 3],
                           [0, 1, 3, 6, 8, 10, 11, 2, 4]])
     key_mask = torch.tensor([[True] * 8 + [False], [True] * 7 + [False] * 2])
-    kwargs = dict(q_pos=q_pos, k_pos=k_pos, seq_len=SEQ, key_mask=key_mask,
-                  feature_map=feature_map, pos_weight=pos_weight,
-                  grid_size=GRID)
+    kwargs = dict(
+        q_pos=q_pos,
+        k_pos=k_pos,
+        seq_len=SEQ,
+        key_mask=key_mask,
+        feature_map=feature_map,
+        pos_weight=pos_weight,
+        grid_size=GRID)
     fast = linear_attention(q, k, v, **kwargs)
     slow = linear_attention_reference(q, k, v, **kwargs)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
@@ -79,8 +91,12 @@ def test_weight_is_thesis_sine_form():
     sine = torch.sin(math.pi * (i[:, None] + n - i[None, :]) / (2 * n))
     sims = (q.double() @ k.double().transpose(-2, -1)) * sine
     by_hand = (sims @ v.double()) / sims.sum(-1, keepdim=True)
-    out = linear_attention(q.double(), k.double(), v.double(),
-                           feature_map='identity', pos_weight='1d')
+    out = linear_attention(
+        q.double(),
+        k.double(),
+        v.double(),
+        feature_map='identity',
+        pos_weight='1d')
     torch.testing.assert_close(out, by_hand)
 
 
@@ -106,8 +122,8 @@ def test_padded_keys_contribute_nothing():
     k_pos = torch.cat([torch.arange(SEQ), torch.zeros(4, dtype=torch.long)])
     key_mask = torch.ones(2, SEQ + 4, dtype=torch.bool)
     key_mask[:, SEQ:] = False
-    padded = linear_attention(q, k_pad, v_pad, k_pos=k_pos, seq_len=SEQ,
-                              key_mask=key_mask)
+    padded = linear_attention(
+        q, k_pad, v_pad, k_pos=k_pos, seq_len=SEQ, key_mask=key_mask)
     plain = linear_attention(q, k, v)
     assert torch.isfinite(padded).all()
     torch.testing.assert_close(padded, plain)
@@ -115,12 +131,18 @@ def test_padded_keys_contribute_nothing():
 
 @pytest.mark.parametrize('pos_weight', POS_WEIGHTS)
 def test_gradcheck_fp64(pos_weight):
-    q, k, v = qkv(batch=1, heads=2, num_q=SEQ, num_k=SEQ, dim=3, dim_v=2,
-                  dtype=torch.float64)
+    q, k, v = qkv(
+        batch=1,
+        heads=2,
+        num_q=SEQ,
+        num_k=SEQ,
+        dim=3,
+        dim_v=2,
+        dtype=torch.float64)
     inputs = tuple(t.requires_grad_() for t in (q, k, v))
     assert torch.autograd.gradcheck(
-        lambda a, b, c: linear_attention(a, b, c, pos_weight=pos_weight,
-                                         grid_size=GRID), inputs)
+        lambda a, b, c: linear_attention(
+            a, b, c, pos_weight=pos_weight, grid_size=GRID), inputs)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
@@ -135,8 +157,10 @@ def test_half_precision_autocast_stays_finite_at_16k_tokens(dtype):
     assert out.dtype == dtype
     assert torch.isfinite(out).all()
     # The fp32 reduction keeps it close to the fp32 result.
-    ref = linear_attention(q.to(dtype).float(), k.to(dtype).float(),
-                           v.to(dtype).float())
+    ref = linear_attention(
+        q.to(dtype).float(),
+        k.to(dtype).float(),
+        v.to(dtype).float())
     assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max()
 
 
@@ -164,3 +188,34 @@ def test_bad_shapes_raise():
         linear_attention(q, k[..., :4], v)
     with pytest.raises(ValueError, match='v must be'):
         linear_attention(q, k, v[:, :, :3])
+
+
+@pytest.mark.parametrize('pos_weight', POS_WEIGHTS)
+def test_groups_match_reference_and_separate_runs(pos_weight):
+    """Group ids restrict attention to pairs of one group (a block-diagonal
+    mask, e.g. Swin's shifted-window regions)."""
+    q, k, v = qkv()
+    group = torch.tensor([0, 1, 1, 2, 0, 0, 1, 2, 2, 0, 1, 0, 2])
+    kwargs = dict(
+        pos_weight=pos_weight, grid_size=GRID, q_group=group, k_group=group)
+    fast = linear_attention(q, k, v, **kwargs)
+    torch.testing.assert_close(
+        fast,
+        linear_attention_reference(q, k, v, **kwargs),
+        atol=1e-5,
+        rtol=1e-5)
+    for g in range(3):
+        members = (group == g).nonzero().squeeze(1)
+        alone = linear_attention(
+            q[:, :, members],
+            k[:, :, members],
+            v[:, :, members],
+            q_pos=members,
+            k_pos=members,
+            seq_len=SEQ,
+            pos_weight=pos_weight,
+            grid_size=GRID)
+        torch.testing.assert_close(
+            fast[:, :, members], alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match='together'):
+        linear_attention(q, k, v, q_group=group)

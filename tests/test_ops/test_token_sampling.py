@@ -21,8 +21,8 @@ def explicit_rows(q, k, kernel, pos_weight='1d', seq_len=None):
     # with one-hot values.
     num = k.shape[2]
     eye = torch.eye(num).expand(*k.shape[:2], num, num)
-    return linear_attention_reference(q, k, eye, pos_weight=pos_weight,
-                                      seq_len=seq_len)
+    return linear_attention_reference(
+        q, k, eye, pos_weight=pos_weight, seq_len=seq_len)
 
 
 @pytest.mark.parametrize('kernel', ['linear', 'softmax'])
@@ -38,8 +38,8 @@ def test_cls_scores_match_explicit_attention_row(kernel):
 @pytest.mark.parametrize('kernel', ['linear', 'softmax'])
 def test_all_score_is_mean_received_attention(kernel):
     q, k, v = qkv()
-    scores = cls_attention_scores(q[:, :, 0], k, q=q, kernel=kernel,
-                                  score='all')
+    scores = cls_attention_scores(
+        q[:, :, 0], k, q=q, kernel=kernel, score='all')
     received = explicit_rows(q, k, kernel).sum(2).sum(1)[:, 1:]
     torch.testing.assert_close(scores,
                                received / received.sum(-1, keepdim=True))
@@ -47,8 +47,8 @@ def test_all_score_is_mean_received_attention(kernel):
 
 def test_cls_v_score_weights_by_value_norm():
     q, k, v = qkv()
-    scores = cls_attention_scores(q[:, :, 0], k, v, kernel='softmax',
-                                  score='cls_v')
+    scores = cls_attention_scores(
+        q[:, :, 0], k, v, kernel='softmax', score='cls_v')
     attn = explicit_rows(q, k, 'softmax')[:, :, 0] * v.norm(dim=-1)
     expected = attn.sum(1)[:, 1:]
     torch.testing.assert_close(scores,
@@ -59,10 +59,18 @@ def test_random_score_uses_generator_and_masks():
     q, k, _ = qkv()
     mask = torch.ones(2, 13, dtype=torch.bool)
     mask[1, 10:] = False
-    a = cls_attention_scores(q[:, :, 0], k, score='random', key_mask=mask,
-                             generator=torch.Generator().manual_seed(3))
-    b = cls_attention_scores(q[:, :, 0], k, score='random', key_mask=mask,
-                             generator=torch.Generator().manual_seed(3))
+    a = cls_attention_scores(
+        q[:, :, 0],
+        k,
+        score='random',
+        key_mask=mask,
+        generator=torch.Generator().manual_seed(3))
+    b = cls_attention_scores(
+        q[:, :, 0],
+        k,
+        score='random',
+        key_mask=mask,
+        generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b)
     assert (a[1, 9:] == 0).all() and torch.allclose(a.sum(-1), torch.ones(2))
 
@@ -82,14 +90,14 @@ def test_masked_keys_get_no_score_and_do_not_change_others():
 def test_mean_query_without_prefix_tokens():
     """Swin: no CLS, the score query is the mean query, no position."""
     q, k, _ = qkv()
-    scores = cls_attention_scores(q.mean(2), k, kernel='linear',
-                                  num_prefix_tokens=0, q_cls_pos=None)
+    scores = cls_attention_scores(
+        q.mean(2), k, kernel='linear', num_prefix_tokens=0, q_cls_pos=None)
     phi = torch.nn.functional.elu
-    sims = ((phi(q.mean(2, keepdim=True)) + 1) @
-            (phi(k) + 1).transpose(-2, -1))[:, :, 0]
+    sims = ((phi(q.mean(2, keepdim=True)) + 1) @ (phi(k) + 1).transpose(
+        -2, -1))[:, :, 0]
     expected = (sims / sims.sum(-1, keepdim=True)).sum(1)
-    torch.testing.assert_close(scores, expected / expected.sum(-1,
-                                                               keepdim=True))
+    torch.testing.assert_close(scores,
+                               expected / expected.sum(-1, keepdim=True))
 
 
 @pytest.mark.parametrize('kwargs,match', [
@@ -109,7 +117,8 @@ def test_score_bad_arguments(kwargs, match):
 
 
 def random_scores(batch=4, num=50, seed=0):
-    return torch.rand(batch, num, generator=torch.Generator().manual_seed(seed))
+    return torch.rand(
+        batch, num, generator=torch.Generator().manual_seed(seed))
 
 
 def test_inverse_cdf_grid_matches_hand_computation():
@@ -126,9 +135,13 @@ def test_sampling_keeps_at_most_r_sorted_unique_valid(select):
     valid[0, 30:] = False
     valid[2, ::2] = False
     for deterministic in (True, False):
-        index, mask = sample_tokens(scores, 20, valid, select=select,
-                                    deterministic=deterministic,
-                                    generator=torch.Generator().manual_seed(1))
+        index, mask = sample_tokens(
+            scores,
+            20,
+            valid,
+            select=select,
+            deterministic=deterministic,
+            generator=torch.Generator().manual_seed(1))
         assert index.shape[1] <= 20
         for row in range(4):
             kept = index[row][mask[row]]
@@ -173,8 +186,8 @@ def test_high_scores_are_kept_more_often():
     gen = torch.Generator().manual_seed(0)
     counts = torch.zeros(40)
     for _ in range(200):
-        index, mask = sample_tokens(scores, 10, deterministic=False,
-                                    generator=gen)
+        index, mask = sample_tokens(
+            scores, 10, deterministic=False, generator=gen)
         counts[index[mask]] += 1
     assert counts[:5].mean() > 4 * counts[5:].mean()
 

@@ -1,0 +1,11 @@
+from mmceformer.registry import register_model
+from .backbones import CEFormer, ESwinTransformer, EViT
+from .layers import EAttention, SimplePyramid
+
+# The building blocks can be built from configs too.
+register_model(EAttention)
+register_model(SimplePyramid)
+
+__all__ = [
+    'CEFormer', 'EViT', 'ESwinTransformer', 'EAttention', 'SimplePyramid'
+]

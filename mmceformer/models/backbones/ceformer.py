@@ -1,0 +1,335 @@
+"""CEFormer: E-Attention plus convolutional inductive biases (thesis ch. 4).
+
+A plain (single-scale) transformer with a CLS token and E-Attention in every
+block, and four switches for the ablation of table 4-3:
+
+* C1, translation invariance (section 4.3.3, eq. 4-3): a depthwise 3x3
+  convolution of V added to the attention output (``EAttention.value_conv``).
+* C2, locality (4.3.4): the FFN is 1x1 -> depthwise 3x3 -> 1x1 on the token
+  grid (inverted residual, fig. 4-7); the CLS token goes through the 1x1
+  layers only.
+* C3, scale (4.3.5): dilated depthwise 3x3 convolutions (dilations 2, 3)
+  after the 1x1 expansion, summed with the depthwise 3x3 (fig. 4-8).
+* C4, stable stem (4.4): Conv 7x7/2 -> BN -> ReLU -> MaxPool 3x3/2, then a
+  4x4/4 projection, instead of a 16x16/16 patch embedding.
+"""
+from typing import Optional, Sequence
+
+import torch
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
+from mmpretrain.models.utils import (build_norm_layer, resize_pos_embed,
+                                     to_2tuple)
+from torch import Tensor, nn
+
+from mmceformer.ops import grid_to_tokens, tokens_to_grid
+from mmceformer.registry import register_model
+from ..layers import (ATTN_MODES, PRUNE_MODES, EAttention, SimplePyramid,
+                      Tokens, attention_block)
+from ..layers.e_attention import check_choice
+from .e_vit import resolve_prune_layers
+
+
+class ConvStem(BaseModule):
+    """C4: Conv 7x7 stride 2 -> BN -> ReLU -> MaxPool 3x3 stride 2 ->
+    Conv 4x4 stride 4: (B, 3, H, W) -> (B, C, H/16, W/16)."""
+
+    def __init__(self, in_channels: int, stem_channels: int, embed_dims: int):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
+        self.bn = nn.BatchNorm2d(stem_channels)
+        self.act = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.proj = nn.Conv2d(stem_channels, embed_dims, 4, stride=4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.pool(self.act(self.bn(self.conv(x)))))
+
+
+class ConvFFN(BaseModule):
+    """FFN with C2 (depthwise 3x3) and C3 (dilated depthwise 3x3, dilations
+    ``dilations``) on the token grid between its two 1x1 layers; with both
+    off it is the plain MLP FFN. 1x1 convolutions on tokens are Linear
+    layers; the CLS token goes through them only.
+
+    ``fc1 -> sum of depthwise branches (image tokens) -> GELU -> fc2``.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 hidden_dims: int,
+                 use_dwconv: bool = True,
+                 dilations: Sequence[int] = (2, 3),
+                 drop: float = 0.):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        branches = ([1] if use_dwconv else []) + list(dilations)
+        self.dw_convs = ModuleList([
+            nn.Conv2d(
+                hidden_dims,
+                hidden_dims,
+                3,
+                padding=d,
+                dilation=d,
+                groups=hidden_dims) for d in branches
+        ])
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, kept: Tokens, context: Optional[Tokens],
+                num_prefix_tokens: int, grid_size) -> Tensor:
+        """
+        Args:
+            kept (Tokens): (B, N', C) normalised tokens to update.
+            context (Tokens | None): (B, N, C) normalised full sequence whose
+                grid the convolutions see (``skip`` mode); None: the grid of
+                ``kept`` itself, zero where tokens were dropped.
+            num_prefix_tokens (int): P, tokens without a cell (CLS).
+            grid_size (tuple[int, int]): (Hg, Wg).
+
+        Returns:
+            Tensor: (B, N', C) FFN outputs for ``kept``.
+        """
+        hidden = self.fc1(kept.x)  # (B, N', hidden)
+        if len(self.dw_convs):
+            source = kept if context is None else context
+            source_hidden = hidden if context is None else self.fc1(source.x)
+            # (B, N, hidden) -> (B, hidden, Hg, Wg)
+            grid = tokens_to_grid(source_hidden, source.pos, source.mask,
+                                  num_prefix_tokens, grid_size)
+            local = sum(conv(grid) for conv in self.dw_convs)
+            local = grid_to_tokens(local, kept.pos, num_prefix_tokens)
+            hidden = torch.cat([hidden[:, :num_prefix_tokens], local], dim=1)
+        hidden = self.drop(self.act(hidden))
+        return self.drop(self.fc2(hidden))
+
+
+class CEFormerBlock(BaseModule):
+    """Pre-norm block: ``x + DropPath(EAttention(LN(x)))``, then
+    ``x + DropPath(ConvFFN(LN(x)))``."""
+
+    def __init__(self, embed_dims, num_heads, mlp_ratio, drop_rate,
+                 drop_path_rate, norm_cfg, ffn_cfg, attn_cfg):
+        super().__init__()
+        self.ln1 = build_norm_layer(norm_cfg, embed_dims)
+        self.attn = EAttention(
+            embed_dims, num_heads, proj_drop=drop_rate, **attn_cfg)
+        self.ln2 = build_norm_layer(norm_cfg, embed_dims)
+        self.ffn = ConvFFN(
+            embed_dims, int(embed_dims * mlp_ratio), drop=drop_rate, **ffn_cfg)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 \
+            else nn.Identity()
+
+    def forward(self, tokens: Tokens, seq_len: int, grid_size) -> Tokens:
+        prefix = self.attn.num_prefix_tokens
+
+        def ffn_residual(kept: Tokens, context: Optional[Tokens]) -> Tensor:
+            normed = kept._replace(x=self.ln2(kept.x))
+            if context is not None:
+                context = context._replace(x=self.ln2(context.x))
+            return kept.x + self.drop_path(
+                self.ffn(normed, context, prefix, grid_size))
+
+        return attention_block(tokens, self.attn, self.ln1, self.drop_path,
+                               ffn_residual, seq_len, grid_size)
+
+
+@register_model
+class CEFormer(BaseBackbone):
+    """CEFormer backbone (thesis chapter 4, table 4-2).
+
+    Sizes: ``s`` = 12 blocks, ``m`` = 24, ``l`` = 24, of width 384/384/512,
+    8 heads, stem width 128. The thesis does not give the FFN width;
+    ``mlp_ratio=5`` lands the parameter counts (with a 1000-class linear
+    head) at about 26.6M / 52.2M / 91.4M against the thesis's 28M / 55M /
+    92M (within 6%): ratio 4 gives 23M for S (-18%), ratio 6 gives 30.7M
+    for S (+10%).
+
+    Args:
+        arch (str | dict): ``'s'``, ``'m'``, ``'l'`` or a dict with
+            ``embed_dims``, ``depth``, ``num_heads`` (and optionally
+            ``mlp_ratio``, ``stem_channels``).
+        img_size (int | tuple): training size; sets the position embedding
+            grid (size / 16), which is resized to every input.
+        in_channels (int): input channels.
+        use_c1, use_c2, use_c3, use_c4 (bool): the four biases (module
+            docstring); off gives the plain counterpart (table 4-3).
+        dilations (Sequence[int]): dilation rates of C3.
+        attn_mode (str): ``'eattn'`` (default), ``'linear'``, ``'prune'`` or
+            ``'softmax'``.
+        keep_ratio, prune_layers, score, select, prune_mode, feature_map,
+            pos_weight: as in :class:`EViT`.
+        out_type (str): ``'cls_token'`` (B, C) for classification,
+            ``'avg_featmap'`` (B, C), ``'featmap'`` (B, C, H/16, W/16), or
+            ``'pyramid'``: 4 maps at strides 4/8/16/32 with channels
+            (C/4, C/2, C, C) for mmdet. With ``prune_mode='drop'`` the
+            cells of dropped tokens are zero in the maps; ``'skip'`` keeps
+            every cell (use it for detection).
+        drop_rate (float): dropout after attention and in the FFN.
+        drop_path_rate (float): stochastic depth, linear over the blocks.
+        norm_cfg (dict): token norm.
+        init_cfg (dict | list | None): mmengine initialisation, e.g.
+            ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
+
+    Input (B, 3, H, W), H and W divisible by 16 (mmdet pads to 32).
+    """
+    arch_zoo = {
+        's': dict(embed_dims=384, depth=12, num_heads=8),
+        'm': dict(embed_dims=384, depth=24, num_heads=8),
+        'l': dict(embed_dims=512, depth=24, num_heads=8),
+    }
+    OUT_TYPES = ('cls_token', 'avg_featmap', 'featmap', 'pyramid')
+    num_extra_tokens = 1  # CLS
+
+    def __init__(self,
+                 arch='s',
+                 img_size=224,
+                 in_channels: int = 3,
+                 use_c1: bool = True,
+                 use_c2: bool = True,
+                 use_c3: bool = True,
+                 use_c4: bool = True,
+                 dilations: Sequence[int] = (2, 3),
+                 attn_mode: str = 'eattn',
+                 keep_ratio: float = 0.7,
+                 prune_layers: Optional[Sequence[int]] = None,
+                 score: str = 'cls',
+                 select: str = 'inverse_cdf',
+                 prune_mode: str = 'drop',
+                 feature_map: str = 'elu1',
+                 pos_weight: Optional[str] = '1d',
+                 out_type: str = 'cls_token',
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 norm_cfg=dict(type='LN', eps=1e-6),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if isinstance(arch, str):
+            check_choice('arch', arch.lower(), tuple(self.arch_zoo))
+            settings = dict(self.arch_zoo[arch.lower()])
+        elif isinstance(arch, dict):
+            missing = {'embed_dims', 'depth', 'num_heads'} - set(arch)
+            if missing:
+                raise ValueError(f'arch dict misses keys {sorted(missing)}')
+            settings = dict(arch)
+        else:
+            raise ValueError(f"arch must be one of {tuple(self.arch_zoo)} or "
+                             f'a dict, got {arch!r}')
+        check_choice('attn_mode', attn_mode, ATTN_MODES)
+        check_choice('prune_mode', prune_mode, PRUNE_MODES)
+        check_choice('out_type', out_type, self.OUT_TYPES)
+        self.embed_dims = settings['embed_dims']
+        self.depth = settings['depth']
+        self.num_heads = settings['num_heads']
+        self.mlp_ratio = settings.get('mlp_ratio', 5.0)
+        stem_channels = settings.get('stem_channels', 128)
+        self.use_c = (use_c1, use_c2, use_c3, use_c4)
+        self.attn_mode = attn_mode
+        self.out_type = out_type
+        self.prune_layers = resolve_prune_layers(prune_layers, self.depth)
+
+        self.img_size = to_2tuple(img_size)
+        if self.img_size[0] % 16 or self.img_size[1] % 16:
+            raise ValueError(f'img_size must be divisible by 16 (one token '
+                             f'per 16x16 pixels), got {img_size}')
+        if use_c4:
+            self.patch_embed = ConvStem(in_channels, stem_channels,
+                                        self.embed_dims)
+        else:
+            self.patch_embed = nn.Conv2d(
+                in_channels, self.embed_dims, 16, stride=16)
+        self.patch_resolution = (self.img_size[0] // 16,
+                                 self.img_size[1] // 16)
+        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + 1, self.embed_dims))
+        self.drop_after_pos = nn.Dropout(drop_rate)
+
+        rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        self.layers = ModuleList([
+            CEFormerBlock(
+                self.embed_dims,
+                self.num_heads,
+                self.mlp_ratio,
+                drop_rate,
+                rates[i],
+                norm_cfg,
+                ffn_cfg=dict(
+                    use_dwconv=use_c2,
+                    dilations=tuple(dilations) if use_c3 else ()),
+                attn_cfg=dict(
+                    attn_mode=attn_mode,
+                    prune_tokens=i in self.prune_layers,
+                    keep_ratio=keep_ratio,
+                    score=score,
+                    select=select,
+                    prune_mode=prune_mode,
+                    feature_map=feature_map,
+                    pos_weight=pos_weight,
+                    value_conv=use_c1)) for i in range(self.depth)
+        ])
+        self.ln1 = build_norm_layer(norm_cfg, self.embed_dims)
+        if out_type == 'pyramid':
+            self.pyramid = SimplePyramid(self.embed_dims)
+        #: kept image tokens per sample after each block, (B,) each
+        self.token_counts = []
+
+    def init_weights(self):
+        super().init_weights()
+        if not (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            trunc_normal_(self.pos_embed, std=0.02)
+            trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, x: Tensor):
+        """x: (B, 3, H, W) -> a 1-tuple (``cls_token``: (B, C),
+        ``avg_featmap``: (B, C), ``featmap``: (B, C, H/16, W/16)) or, for
+        ``pyramid``, a 4-tuple of maps at strides 4, 8, 16, 32."""
+        batch, _, height, width = x.shape
+        if height % 16 or width % 16:
+            raise ValueError(
+                f'CEFormer needs input height and width divisible by 16, got '
+                f'{height}x{width} (mmdet: use pad_size_divisor=32)')
+        x = self.patch_embed(x)  # (B, C, H/16, W/16)
+        grid_size = tuple(x.shape[-2:])
+        x = x.flatten(2).transpose(1, 2)  # (B, Hg * Wg, C)
+        x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1)
+        x = x + resize_pos_embed(
+            self.pos_embed,
+            self.patch_resolution,
+            grid_size,
+            mode='bicubic',
+            num_extra_tokens=1)
+        tokens = Tokens.full(self.drop_after_pos(x))
+        seq_len = tokens.x.shape[1]
+        self.token_counts = []
+        for layer in self.layers:
+            tokens = layer(tokens, seq_len, grid_size)
+            self.token_counts.append(self._count(tokens))
+        tokens = tokens._replace(x=self.ln1(tokens.x))
+        return self._format(tokens, grid_size)
+
+    def _count(self, tokens: Tokens) -> Tensor:
+        if tokens.mask is None:
+            return torch.full((tokens.x.shape[0], ), tokens.x.shape[1] - 1)
+        return tokens.mask[:, 1:].sum(-1).cpu()
+
+    def _format(self, tokens: Tokens, grid_size):
+        if self.out_type == 'cls_token':
+            return (tokens.x[:, 0], )
+        if self.out_type == 'avg_featmap':
+            image = tokens.x[:, 1:]
+            if tokens.mask is None:
+                return (image.mean(1), )
+            weight = tokens.mask[:, 1:, None].to(image.dtype)
+            return ((image * weight).sum(1) / weight.sum(1), )
+        grid = tokens_to_grid(tokens.x, tokens.pos, tokens.mask, 1,
+                              grid_size)  # (B, C, Hg, Wg)
+        if self.out_type == 'featmap':
+            return (grid, )
+        return self.pyramid(grid)

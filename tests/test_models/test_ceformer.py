@@ -1,0 +1,121 @@
+"""CEFormer: sizes, the C1-C4 switches, classification and dense outputs."""
+import itertools
+
+import pytest
+import torch
+
+from mmceformer.models import CEFormer
+
+TINY = dict(embed_dims=32, depth=4, num_heads=2, stem_channels=16)
+THESIS_PARAMS_M = {'s': 28, 'm': 55, 'l': 92}  # table 4-2, with the head
+
+
+def tiny(**kwargs):
+    torch.manual_seed(0)
+    kwargs.setdefault('arch', TINY)
+    kwargs.setdefault('img_size', 64)
+    return CEFormer(**kwargs)
+
+
+def in_mode(model, training):
+    """mmpretrain backbones' train()/eval() return None: set and return."""
+    model.train(training)
+    return model
+
+
+def images(batch=2, size=(64, 64), seed=0):
+    return torch.randn(
+        batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize('arch', ['s', 'm', 'l'])
+def test_parameter_counts_within_10_percent_of_table_4_2(arch):
+    model = CEFormer(arch=arch)
+    head = model.embed_dims * 1000 + 1000  # 1000-class linear head
+    params = sum(p.numel() for p in model.parameters()) + head
+    target = THESIS_PARAMS_M[arch] * 1e6
+    assert abs(params - target) / target < 0.10, params / 1e6
+
+
+@pytest.mark.parametrize('c1,c2,c3,c4',
+                         list(itertools.product([True, False], repeat=4)))
+def test_all_16_switch_combinations_forward_backward(c1, c2, c3, c4):
+    model = in_mode(
+        tiny(use_c1=c1, use_c2=c2, use_c3=c3, use_c4=c4), training=True)
+    out = model(images())[0]
+    assert out.shape == (2, 32)
+    out.pow(2).mean().backward()
+    assert model.cls_token.grad is not None
+    has_value_conv = model.layers[0].attn.value_conv is not None
+    assert has_value_conv == c1
+    assert len(model.layers[0].ffn.dw_convs) == int(c2) + 2 * int(c3)
+    assert isinstance(model.patch_embed, torch.nn.Conv2d) != c4
+
+
+def test_classification_at_224_prunes_tokens():
+    model = in_mode(CEFormer(arch='s'), training=False)
+    with torch.no_grad():
+        out = model(images(batch=1, size=(224, 224)))[0]
+    assert out.shape == (1, 384)
+    counts = torch.stack(model.token_counts)[:, 0]
+    assert (counts[:3] == 196).all()
+    assert (counts[3:] <= 137).all()  # R = round(0.7 * 196)
+
+
+@pytest.mark.parametrize('prune_mode', ['drop', 'skip'])
+def test_detection_pyramid_non_square(prune_mode):
+    model = in_mode(
+        tiny(out_type='pyramid', prune_mode=prune_mode), training=False)
+    x = images(size=(256, 320))
+    outs = model(x)
+    assert [o.shape for o in outs] == [(2, 8, 64, 80), (2, 16, 32, 40),
+                                       (2, 32, 16, 20), (2, 32, 8, 10)]
+    again = model(x)
+    for a, b in zip(outs, again):
+        torch.testing.assert_close(a, b)
+    if prune_mode == 'skip':
+        assert (torch.stack(model.token_counts) == 320).all()
+
+
+def test_drop_mode_convolutions_see_zero_grid_of_kept_tokens():
+    """With keep_ratio=1 and topk every token is kept: drop and skip give
+    the same as no pruning."""
+    ref = in_mode(tiny(attn_mode='linear', out_type='featmap'), training=False)
+    for mode in ('drop', 'skip'):
+        pruned = in_mode(
+            tiny(
+                attn_mode='eattn',
+                out_type='featmap',
+                keep_ratio=1.0,
+                select='topk',
+                prune_mode=mode),
+            training=False)
+        pruned.load_state_dict(ref.state_dict())
+        x = images()
+        torch.testing.assert_close(
+            pruned(x)[0], ref(x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_batch_independence_in_eval():
+    model = in_mode(tiny(keep_ratio=0.5), training=False)
+    x = images(batch=3)
+    torch.testing.assert_close(
+        model(x)[0][2:], model(x[2:])[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(arch='xl'), 'arch'),
+    (dict(arch=dict(embed_dims=32)), 'arch'),
+    (dict(img_size=200), 'img_size'),
+    (dict(keep_ratio=1.5), 'keep_ratio'),
+    (dict(attn_mode='fast'), 'attn_mode'),
+    (dict(out_type='tokens'), 'out_type'),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kwargs)
+
+
+def test_input_not_divisible_by_16_raises():
+    with pytest.raises(ValueError, match='divisible by 16'):
+        tiny()(images(size=(64, 70)))

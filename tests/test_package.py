@@ -1,0 +1,143 @@
+"""Foundation: import, registration in both toolboxes, mmcv ops, safe
+checkpoint loading."""
+import pickle
+
+import pytest
+import torch
+
+import mmceformer
+
+REGISTERED = [
+    'CEFormer', 'EViT', 'ESwinTransformer', 'EAttention', 'SimplePyramid'
+]
+
+
+def test_version():
+    assert isinstance(mmceformer.__version__, str)
+    assert mmceformer.__version__.count('.') == 2
+
+
+@pytest.mark.parametrize('name', REGISTERED)
+def test_registered_in_both_toolboxes(name):
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    assert PRETRAIN_MODELS.get(name) is DET_MODELS.get(name) is not None
+
+
+CONFIG = """
+default_scope = '{scope}'
+custom_imports = dict(imports=['mmceformer'], allow_failed_imports=False)
+model = dict(type='EAttention', embed_dims=16, num_heads=2,
+             attn_mode='eattn', prune_tokens=True, keep_ratio=0.5)
+"""
+
+
+@pytest.mark.parametrize('scope', ['mmpretrain', 'mmdet'])
+def test_builds_from_a_config_of_each_toolbox(scope, tmp_path):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, init_default_scope
+    path = tmp_path / f'{scope}_cfg.py'
+    path.write_text(CONFIG.format(scope=scope))
+    cfg = Config.fromfile(str(path))
+    init_default_scope(cfg.default_scope)
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    module = registry.build(cfg.model)
+    assert DefaultScope.get_current_instance().scope_name == scope
+    out = module(torch.randn(2, 17, 16))
+    assert out.x.shape[0] == 2 and out.index.shape[1] <= 1 + 8
+
+
+def test_mmcv_compiled_ops():
+    from mmcv.ops import MultiScaleDeformableAttention, RoIAlign, nms
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.],
+                          [20., 20., 30., 30.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    _, keep = nms(boxes, scores, iou_threshold=0.5)
+    assert keep.tolist() == [0, 2]
+    feats = torch.arange(16.).reshape(1, 1, 4, 4)
+    rois = torch.tensor([[0., 0., 0., 3., 3.]])
+    pooled = RoIAlign((2, 2), spatial_scale=1., sampling_ratio=2)(feats, rois)
+    assert pooled.shape == (1, 1, 2, 2)
+    attn = MultiScaleDeformableAttention(
+        embed_dims=32, num_heads=4, num_levels=1, num_points=2)
+    query = torch.randn(5, 1, 32)
+    value = torch.randn(16, 1, 32)
+    out = attn(
+        query,
+        value=value,
+        reference_points=torch.rand(1, 5, 1, 2),
+        spatial_shapes=torch.tensor([[4, 4]]),
+        level_start_index=torch.tensor([0]))
+    assert out.shape == (5, 1, 32)
+
+
+def _runner(work_dir, max_epochs, resume=False):
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Tiny(BaseModel):
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 1)
+
+        def forward(self, x, y=None, mode='tensor'):
+            out = self.fc(x).squeeze(-1)
+            if mode == 'loss':
+                return dict(loss=((out - y)**2).mean())
+            return out
+
+    data = [dict(x=torch.randn(2), y=torch.tensor(1.)) for _ in range(8)]
+    return Runner(
+        model=Tiny(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=data,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            batch_size=4,
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+        param_scheduler=[dict(type='MultiStepLR', milestones=[1])],
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        resume=resume,
+        randomness=dict(seed=0))
+
+
+def test_runner_checkpoint_round_trips_with_safe_loading(tmp_path):
+    runner = _runner(tmp_path, max_epochs=1)
+    runner.train()
+    path = tmp_path / 'epoch_1.pth'
+    checkpoint = torch.load(path)  # weights_only=True is torch's default
+    assert checkpoint['meta']['epoch'] == 1
+    weight = runner.model.fc.weight.detach().clone()
+    # Resume in a new Runner: continues at epoch 1 and reaches epoch 2.
+    resumed = _runner(tmp_path, max_epochs=2, resume=True)
+    resumed.train()
+    assert resumed.iter == 4 and resumed.epoch == 2
+    # load_from / test path: mmengine's own loader.
+    from mmengine.runner import load_checkpoint
+    model = torch.nn.Module()
+    model.fc = torch.nn.Linear(2, 1)
+    load_checkpoint(model, str(path), map_location='cpu')
+    torch.testing.assert_close(model.fc.weight, weight)
+
+
+class _Payload:
+    """An object that would run code when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_checkpoint_with_arbitrary_object_is_refused(tmp_path):
+    marker = tmp_path / 'code_ran'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'meta': _Payload(str(marker))}, path)
+    from mmengine.runner import load_checkpoint
+    with pytest.raises(pickle.UnpicklingError, match='weights_only'):
+        load_checkpoint(torch.nn.Linear(2, 1), str(path))
+    assert not marker.exists()

@@ -1,0 +1,150 @@
+"""Time and peak memory of the attention kernels against SDPA.
+
+    python tools/benchmark_attention.py                     # CPU, defaults
+    python tools/benchmark_attention.py --lengths 197 4096 --device cuda
+
+For each sequence length N (B=1, H=6, D=64 by default) it measures, in the
+same run: ``F.scaled_dot_product_attention`` (softmax), ``linear_attention``
+(cos-reweighted, eq. 3-9) and E-Attention at ``--keep-ratio`` (CLS scores of
+the linear kernel + inverse-CDF sampling + linear attention of the kept
+queries, eq. 3-14). It prints the median time over ``--repeats`` runs after
+``--warmup`` runs, the peak memory allocated during one call (CPU: summed
+from the profiler's allocation events; CUDA: ``max_memory_allocated``), and
+both as ratios to SDPA. Nothing here is a test: numbers depend on the
+machine.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mmceformer.ops import (cls_attention_scores, gather_tokens,
+                            linear_attention, num_kept_tokens, sample_tokens)
+
+
+def sdpa(q, k, v, keep_ratio):
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def linear(q, k, v, keep_ratio):
+    return linear_attention(q, k, v)
+
+
+def e_attention(q, k, v, keep_ratio):
+    num = q.shape[2]
+    scores = cls_attention_scores(q[:, :, 0], k)  # (B, N - 1)
+    index, mask = sample_tokens(scores, num_kept_tokens(keep_ratio, num - 1))
+    index = torch.cat([torch.zeros_like(index[:, :1]), index + 1], dim=1)
+    # (B, H, N, D) -> (B, H, 1 + R', D)
+    q_kept = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
+    return linear_attention(q_kept, k, v, q_pos=index, seq_len=num)
+
+
+METHODS = {'sdpa': sdpa, 'linear': linear, 'eattn': e_attention}
+
+
+def peak_memory(fn, device):
+    """Bytes allocated at the peak of one call, above what existed before."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.name == '[memory]'),
+                    key=lambda e: e.time_range.start)
+    current = peak = 0
+    for event in events:
+        current += event.cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def median_time(fn, device, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(lengths, batch, heads, dim, keep_ratio, warmup, repeats, device):
+    rows = []
+    for num in lengths:
+        gen = torch.Generator().manual_seed(num)
+        q, k, v = (
+            torch.randn(batch, heads, num, dim, generator=gen).to(device)
+            for _ in range(3))
+        row = {'N': num}
+        for name, method in METHODS.items():
+            with torch.no_grad():
+                call = lambda: method(q, k, v, keep_ratio)  # noqa: E731
+                row[name +
+                    '_ms'] = 1e3 * median_time(call, device, warmup, repeats)
+                row[name + '_mib'] = peak_memory(call, device) / 2**20
+        rows.append(row)
+    return rows
+
+
+def format_table(rows):
+    lines = [
+        '| N | SDPA ms | linear ms | E-Attn ms | SDPA / linear time | '
+        'SDPA / E-Attn time | SDPA MiB | linear MiB | E-Attn MiB | '
+        'linear / SDPA mem | E-Attn / SDPA mem |', '|' + '---|' * 11
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['N']} | {r['sdpa_ms']:.2f} | {r['linear_ms']:.2f} | "
+            f"{r['eattn_ms']:.2f} | {r['sdpa_ms'] / r['linear_ms']:.2f}x | "
+            f"{r['sdpa_ms'] / r['eattn_ms']:.2f}x | {r['sdpa_mib']:.1f} | "
+            f"{r['linear_mib']:.1f} | {r['eattn_mib']:.1f} | "
+            f"{r['linear_mib'] / max(r['sdpa_mib'], 1e-9):.2f} | "
+            f"{r['eattn_mib'] / max(r['sdpa_mib'], 1e-9):.2f} |")
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--lengths', type=int, nargs='+', default=[197, 1024, 4096, 16384])
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--heads', type=int, default=6)
+    parser.add_argument('--dim', type=int, default=64)
+    parser.add_argument('--keep-ratio', type=float, default=0.7)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch CPU threads (default: torch decides)')
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f'# device={device} threads={torch.get_num_threads()} '
+          f'B={args.batch} H={args.heads} D={args.dim} '
+          f'keep_ratio={args.keep_ratio} median of {args.repeats}')
+    rows = run(args.lengths, args.batch, args.heads, args.dim, args.keep_ratio,
+               args.warmup, args.repeats, device)
+    print(format_table(rows))
+    return rows
+
+
+if __name__ == '__main__':
+    main()
