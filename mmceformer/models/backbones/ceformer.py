@@ -145,9 +145,9 @@ class CEFormer(BaseBackbone):
     Sizes: ``s`` = 12 blocks, ``m`` = 24, ``l`` = 24, of width 384/384/512,
     8 heads, stem width 128. The thesis does not give the FFN width;
     ``mlp_ratio=5`` lands the parameter counts (with a 1000-class linear
-    head) at about 26.6M / 52.2M / 91.4M against the thesis's 28M / 55M /
-    92M (within 6%): ratio 4 gives 23M for S (-18%), ratio 6 gives 30.7M
-    for S (+10%).
+    head) at 26.8M / 52.4M / 91.9M against the thesis's 28M / 55M / 92M
+    (within 5%); ratio 4 would give about 23M for S (-18%), ratio 6 about
+    30.7M (+10%).
 
     Args:
         arch (str | dict): ``'s'``, ``'m'``, ``'l'`` or a dict with

@@ -78,9 +78,11 @@ class EWindowAttention(EAttention):
         if self.kernel == 'softmax':
             bias = self.relative_bias()  # (1, H, N, N)
             if mask is not None:
-                # (B, W, H, N, N) -> (B * W, H, N, N)
-                bias = (bias.unsqueeze(0) + mask[None, :, None]).view(
-                    windows, self.num_heads, num, num)
+                # (1, W, H, N, N) -> (B, W, H, N, N) -> (B * W, H, N, N)
+                bias = bias.unsqueeze(0) + mask[None, :, None]
+                bias = bias.expand(windows // mask.shape[0], -1, -1, -1,
+                                   -1).reshape(windows, self.num_heads, num,
+                                               num)
             return super().forward(
                 x, grid_size=self.window_size, attn_bias=bias)
         group = None

@@ -1,0 +1,119 @@
+"""ESwinTransformer: mmpretrain's Swin with E-Attention in the windows."""
+import pytest
+import torch
+from mmpretrain.models.backbones import SwinTransformer
+
+from mmceformer.models import ESwinTransformer
+
+# 4 stages, window 4: a 64x64 input gives 16x16, 8x8, 4x4, 2x2 token maps.
+TINY = dict(embed_dims=16, depths=[1, 2, 2, 1], num_heads=[1, 2, 2, 2])
+MODES = ('softmax', 'linear', 'prune', 'eattn')
+
+
+def tiny(**kwargs):
+    torch.manual_seed(0)
+    kwargs.setdefault('arch', TINY)
+    kwargs.setdefault('img_size', 64)
+    kwargs.setdefault('window_size', 4)
+    kwargs.setdefault('out_indices', (0, 1, 2, 3))
+    kwargs.setdefault('pad_small_map', True)
+    return ESwinTransformer(**kwargs)
+
+
+def in_mode(model, training):
+    model.train(training)
+    return model
+
+
+def images(batch=2, size=(64, 64), seed=0):
+    return torch.randn(
+        batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small'])
+def test_state_dict_keys_are_mmpretrain_and_load_strictly(arch):
+    ours = ESwinTransformer(arch=arch, attn_mode='eattn')
+    theirs = SwinTransformer(arch=arch)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize('size', [(64, 64), (72, 88)])
+def test_softmax_equals_mmpretrain(size):
+    """Shifted windows, padding of maps not divisible by the window."""
+    kwargs = dict(
+        arch=TINY,
+        img_size=64,
+        window_size=4,
+        out_indices=(0, 1, 2, 3),
+        pad_small_map=True)
+    theirs = in_mode(SwinTransformer(**kwargs), training=False)
+    ours = in_mode(tiny(), training=False)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = images(size=size)
+    for a, b in zip(ours(x), theirs(x)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_every_mode_forward_backward_dense_maps(mode):
+    model = in_mode(tiny(attn_mode=mode), training=True)
+    outs = model(images(size=(64, 96)))
+    assert [o.shape for o in outs] == [(2, 16, 16, 24), (2, 32, 8, 12),
+                                       (2, 64, 4, 6), (2, 128, 2, 3)]
+    sum(o.pow(2).mean() for o in outs).backward()
+    assert model.patch_embed.projection.weight.grad is not None
+
+
+@pytest.mark.parametrize('mode', ['prune', 'eattn'])
+def test_pruning_skips_tokens_in_late_stages_only(mode):
+    model = in_mode(tiny(attn_mode=mode, keep_ratio=0.5), training=False)
+    model(images())
+    counts = torch.stack(model.token_counts)  # (blocks, B)
+    assert model.prune_layers == [3, 4, 5]  # stages 3 and 4
+    assert (counts[:3] == torch.tensor([[256], [64], [64]])).all()
+    # stage 3: 4x4 map = one 4x4 window, R = 8 draws
+    assert (counts[3:5] <= 8).all() and (counts[3:5] >= 1).all()
+
+
+@pytest.mark.parametrize('mode', ['prune', 'eattn'])
+def test_eval_deterministic_and_batch_independent(mode):
+    model = in_mode(tiny(attn_mode=mode, keep_ratio=0.5), training=False)
+    x = images(batch=3)
+    first = model(x)
+    alone = model(x[1:2])
+    for a, b in zip(first, alone):
+        torch.testing.assert_close(a[1:2], b, atol=1e-5, rtol=1e-5)
+
+
+def test_linear_mode_honours_the_shift_mask():
+    """A token in a shifted window only mixes with its own region: changing
+    a token of another region of the same window changes nothing there."""
+    from mmceformer.models.backbones.e_swin import EWindowAttention
+    from mmpretrain.models.utils import ShiftWindowMSA
+    msa = ShiftWindowMSA(
+        embed_dims=8,
+        num_heads=2,
+        window_size=4,
+        shift_size=2,
+        window_msa=EWindowAttention,
+        attn_mode='linear')
+    x = torch.randn(1, 64, 8)
+    out = msa(x, (8, 8))
+    # After the shift, the last window (rows 6-9 -> rows 6,7,0,1 of the
+    # image, same for columns) holds 4 regions; token (7, 7) and (0, 0) are
+    # in different regions of it.
+    changed = x.clone()
+    changed[0, 0] += 10.0
+    out2 = msa(changed, (8, 8))
+    torch.testing.assert_close(out[0, 7 * 8 + 7], out2[0, 7 * 8 + 7])
+    assert not torch.allclose(out[0, 0], out2[0, 0])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='prune_mode'):
+        tiny(prune_mode='drop')
+    with pytest.raises(ValueError, match='attn_mode'):
+        tiny(attn_mode='window')
+    with pytest.raises(ValueError, match='prune_layers'):
+        tiny(prune_layers=[6])
