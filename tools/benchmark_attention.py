@@ -8,13 +8,17 @@ same run: ``F.scaled_dot_product_attention`` (softmax), ``linear_attention``
 (cos-reweighted, eq. 3-9) and E-Attention at ``--keep-ratio`` (CLS scores of
 the linear kernel + inverse-CDF sampling + linear attention of the kept
 queries, eq. 3-14). It prints the median time over ``--repeats`` runs after
-``--warmup`` runs, the peak memory allocated during one call (CPU: summed
-from the profiler's allocation events; CUDA: ``max_memory_allocated``), and
+``--warmup`` runs, the peak memory allocated during one call (CPU: growth of the peak
+resident set size in a fresh process; CUDA: ``max_memory_allocated``), and
 both as ratios to SDPA. Nothing here is a test: numbers depend on the
 machine.
 """
 import argparse
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -45,26 +49,52 @@ def e_attention(q, k, v, keep_ratio):
 METHODS = {'sdpa': sdpa, 'linear': linear, 'eattn': e_attention}
 
 
-def peak_memory(fn, device):
-    """Bytes allocated at the peak of one call, above what existed before."""
+def _current_rss_bytes():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def _peak_rss_child(method, num, batch, heads, dim, keep_ratio):
+    """In a fresh process: the growth of peak RSS during one call."""
+    gen = torch.Generator().manual_seed(num)
+    q, k, v = (
+        torch.randn(batch, heads, num, dim, generator=gen) for _ in range(3))
+    before = _current_rss_bytes()
+    with torch.no_grad():
+        METHODS[method](q, k, v, keep_ratio)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(max(peak - before, 0))
+
+
+def peak_memory(method, num, args, device):
+    """Bytes allocated at the peak of one call, above what existed before.
+    CUDA: ``max_memory_allocated``. CPU: the growth of the peak resident
+    set size in a fresh process (the kernel's high-water mark), so that
+    every measurement starts clean."""
     if device.type == 'cuda':
+        gen = torch.Generator().manual_seed(num)
+        q, k, v = (
+            torch.randn(args.batch, args.heads, num, args.dim,
+                        generator=gen).to(device) for _ in range(3))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        fn()
+        with torch.no_grad():
+            METHODS[method](q, k, v, args.keep_ratio)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    from torch.profiler import ProfilerActivity, profile
-    with profile(
-            activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.events() if e.name == '[memory]'),
-                    key=lambda e: e.time_range.start)
-    current = peak = 0
-    for event in events:
-        current += event.cpu_memory_usage
-        peak = max(peak, current)
-    return peak
+    out = subprocess.run([
+        sys.executable, __file__, '--peak-child', method,
+        str(num),
+        str(args.batch),
+        str(args.heads),
+        str(args.dim),
+        str(args.keep_ratio)
+    ],
+                         check=True,
+                         capture_output=True,
+                         text=True)
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 def median_time(fn, device, warmup, repeats):
@@ -82,20 +112,20 @@ def median_time(fn, device, warmup, repeats):
     return statistics.median(times)
 
 
-def run(lengths, batch, heads, dim, keep_ratio, warmup, repeats, device):
+def run(args, device):
     rows = []
-    for num in lengths:
+    for num in args.lengths:
         gen = torch.Generator().manual_seed(num)
         q, k, v = (
-            torch.randn(batch, heads, num, dim, generator=gen).to(device)
-            for _ in range(3))
+            torch.randn(args.batch, args.heads, num, args.dim,
+                        generator=gen).to(device) for _ in range(3))
         row = {'N': num}
         for name, method in METHODS.items():
             with torch.no_grad():
-                call = lambda: method(q, k, v, keep_ratio)  # noqa: E731
-                row[name +
-                    '_ms'] = 1e3 * median_time(call, device, warmup, repeats)
-                row[name + '_mib'] = peak_memory(call, device) / 2**20
+                call = lambda: method(q, k, v, args.keep_ratio)  # noqa: E731
+                row[name + '_ms'] = 1e3 * median_time(
+                    call, device, args.warmup, args.repeats)
+            row[name + '_mib'] = peak_memory(name, num, args, device) / 2**20
         rows.append(row)
     return rows
 
@@ -133,15 +163,21 @@ def main(argv=None):
         type=int,
         default=None,
         help='torch CPU threads (default: torch decides)')
+    parser.add_argument('--peak-child', nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.peak_child:
+        method, num, batch, heads, dim, keep = args.peak_child
+        _peak_rss_child(method, int(num), int(batch), int(heads), int(dim),
+                        float(keep))
+        return None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f'# device={device} threads={torch.get_num_threads()} '
           f'B={args.batch} H={args.heads} D={args.dim} '
-          f'keep_ratio={args.keep_ratio} median of {args.repeats}')
-    rows = run(args.lengths, args.batch, args.heads, args.dim, args.keep_ratio,
-               args.warmup, args.repeats, device)
+          f'keep_ratio={args.keep_ratio} median of {args.repeats}; memory: '
+          'peak growth during one call')
+    rows = run(args, device)
     print(format_table(rows))
     return rows
 

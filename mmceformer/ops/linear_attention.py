@@ -19,6 +19,7 @@ which is what makes the O(N) form of eq. (3-9)/(3-14) possible:
 ``out_i = (phi(q_i) (x) a_i) . KV / (phi(q_i) (x) a_i) . z`` with
 ``KV = sum_j (phi(k_j) (x) b_j)^T v_j`` and ``z = sum_j phi(k_j) (x) b_j``.
 """
+import functools
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -40,23 +41,48 @@ def feature_map_fn(x: Tensor, feature_map: str = 'elu1') -> Tensor:
     x >= 0, e^x otherwise) or eq. (3-20) (``'identity'``)."""
     _check_choice('feature_map', feature_map, FEATURE_MAPS)
     if feature_map == 'elu1':
-        return F.elu(x) + 1.0
+        # == F.elu(x) + 1, at less than half its cost on the CPU
+        return torch.exp(x.clamp(max=0)) + x.clamp(min=0)
     return x
 
 
 def _normalise_positions(pos: Optional[Tensor], n: int, batch: int, name: str,
                          device) -> Tensor:
-    """Positions as a (B, n) long tensor; ``None`` means ``arange(n)``."""
+    """Positions as a (1, n) (shared) or (B, n) long tensor; ``None`` means
+    ``arange(n)``."""
     if pos is None:
-        return torch.arange(n, device=device).expand(batch, n)
+        return torch.arange(n, device=device).unsqueeze(0)
     if pos.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f'{name} must be an integer tensor, got {pos.dtype}')
     if pos.dim() == 1:
-        pos = pos.unsqueeze(0).expand(batch, -1)
+        pos = pos.unsqueeze(0)
     if pos.dim() != 2 or pos.shape[-1] != n or pos.shape[0] not in (1, batch):
         raise ValueError(f'{name} must have shape ({n},) or ({batch}, {n}), '
                          f'got {tuple(pos.shape)}')
-    return pos.long().expand(batch, n)
+    return pos.long()
+
+
+@functools.lru_cache(maxsize=64)
+def _default_position_features(num, seq_len, pos_weight, grid_size, device):
+    """Features of positions ``arange(num)``, (1, num, P): cached, since
+    unpruned layers ask for the same ones at every call."""
+    pos = torch.arange(num, device=device).unsqueeze(0)
+    return position_features(pos, seq_len, pos_weight, grid_size)
+
+
+def _features(pos, num, batch, name, seq_len, pos_weight, grid_size, device):
+    """Validated positions -> (query features, key features), (1|B, N, P)."""
+    if pos is None:
+        grid = None if grid_size is None else tuple(int(g) for g in grid_size)
+        return _default_position_features(num, seq_len, pos_weight, grid,
+                                          device)
+    pos = _normalise_positions(pos, num, batch, name, device)
+    if pos.numel() and (int(pos.max()) >= seq_len or int(pos.min()) < 0):
+        raise ValueError(
+            f'{name} must lie in [0, seq_len={seq_len}), got values in '
+            f'[{int(pos.min())}, {int(pos.max())}]; pass the original '
+            'sequence length as seq_len')
+    return position_features(pos, seq_len, pos_weight, grid_size)
 
 
 def position_features(
@@ -159,24 +185,17 @@ def _prepare(q,
     num_q, num_k = q.shape[2], k.shape[2]
     if seq_len is None:
         seq_len = num_k
-    if int(seq_len) < 1:
+    seq_len = int(seq_len)
+    if seq_len < 1:
         raise ValueError(f'seq_len must be >= 1, got {seq_len}')
-    q_pos = _normalise_positions(q_pos, num_q, batch, 'q_pos', q.device)
-    k_pos = _normalise_positions(k_pos, num_k, batch, 'k_pos', q.device)
-    for name, pos in (('q_pos', q_pos), ('k_pos', k_pos)):
-        if pos.numel() and (int(pos.max()) >= seq_len or int(pos.min()) < 0):
-            raise ValueError(
-                f'{name} must lie in [0, seq_len={seq_len}), got values in '
-                f'[{int(pos.min())}, {int(pos.max())}]; pass the original '
-                'sequence length as seq_len')
-    if key_mask is None:
-        key_mask = torch.ones(batch, num_k, dtype=torch.bool, device=q.device)
-    elif key_mask.shape != (batch, num_k) or key_mask.dtype != torch.bool:
-        raise ValueError(f'key_mask must be a bool tensor of shape '
-                         f'({batch}, {num_k}), got {key_mask.dtype} '
-                         f'{tuple(key_mask.shape)}')
-    q_feat, _ = position_features(q_pos, seq_len, pos_weight, grid_size)
-    _, k_feat = position_features(k_pos, seq_len, pos_weight, grid_size)
+    if pos_weight == '1d' and q_pos is None and k_pos is None \
+            and num_q > seq_len:
+        raise ValueError(f'q_pos must lie in [0, seq_len={seq_len}), got '
+                         f'{num_q} default positions')
+    q_feat, _ = _features(q_pos, num_q, batch, 'q_pos', seq_len, pos_weight,
+                          grid_size, q.device)
+    _, k_feat = _features(k_pos, num_k, batch, 'k_pos', seq_len, pos_weight,
+                          grid_size, q.device)
     if (q_group is None) != (k_group is None):
         raise ValueError('q_group and k_group must be given together')
     if q_group is not None:
@@ -189,15 +208,36 @@ def _prepare(q,
         k_feat = group_features(k_feat, k_group, num_groups)
     # Reductions in fp32 (or fp64) whatever the autocast dtype (SPEC 2.1).
     dtype = accumulation_dtype(q.dtype)
-    phi_q = feature_map_fn(q.to(dtype), feature_map)
-    phi_k = feature_map_fn(k.to(dtype), feature_map)
-    # torch.where, not a product: padded garbage may be inf or nan.
-    valid = key_mask[:, None, :, None]  # (B, 1, Nk, 1)
-    zero = torch.zeros((), device=k.device, dtype=dtype)
-    phi_k = torch.where(valid, phi_k, zero)
-    v_acc = torch.where(valid, v.to(dtype), zero)
-    num_valid = key_mask.sum(-1).clamp(min=1).to(dtype)[:, None, None, None]
-    return (phi_q, phi_k, v_acc, q_feat.to(dtype), k_feat.to(dtype), num_valid)
+    v_acc = v.to(dtype)
+    valid = None
+    if key_mask is None:
+        num_valid = float(num_k)
+    else:
+        if key_mask.shape != (batch, num_k) or key_mask.dtype != torch.bool:
+            raise ValueError(f'key_mask must be a bool tensor of shape '
+                             f'({batch}, {num_k}), got {key_mask.dtype} '
+                             f'{tuple(key_mask.shape)}')
+        valid = key_mask[:, None, :, None]  # (B, 1, Nk, 1)
+        v_acc = _zero_where_invalid(v_acc, valid)
+        num_valid = key_mask.sum(-1).clamp(min=1).to(dtype)[:, None, None,
+                                                            None]
+    return (q.to(dtype), k.to(dtype), v_acc, q_feat.to(dtype),
+            k_feat.to(dtype), num_valid, valid)
+
+
+def _zero_where_invalid(x: Tensor, valid: Optional[Tensor]) -> Tensor:
+    """torch.where, not a product: padded garbage may be inf or nan."""
+    if valid is None:
+        return x
+    return torch.where(valid, x, torch.zeros((),
+                                             dtype=x.dtype,
+                                             device=x.device))
+
+
+def _key_features(k, k_feat, valid, feature_map):
+    """k~ of eq. (3-9): (B, H, n, D) -> (B, H, n, P * D), 0 on masked keys."""
+    phi_k = _zero_where_invalid(feature_map_fn(k, feature_map), valid)
+    return lift_features(phi_k, k_feat)
 
 
 def group_features(pos_feat: Tensor, group: Tensor, num_groups: int) -> Tensor:
@@ -232,7 +272,8 @@ def linear_attention(q: Tensor,
                      grid_size: Optional[Sequence[int]] = None,
                      eps: float = 1e-6,
                      q_group: Optional[Tensor] = None,
-                     k_group: Optional[Tensor] = None) -> Tensor:
+                     k_group: Optional[Tensor] = None,
+                     chunk_size: int = 1024) -> Tensor:
     """Linear attention with cos re-weighting, eq. (3-5) with (3-7)/(3-8),
     computed as eq. (3-9) (and, for a query subset, eq. 3-14) in O(N).
 
@@ -261,22 +302,43 @@ def linear_attention(q: Tensor,
             (``S(i, j) = 0`` otherwise): the linear form of a block-diagonal
             attention mask, e.g. Swin's shifted-window regions.
         k_group (Tensor | None): see ``q_group``.
+        chunk_size (int): tokens per chunk of the two O(N) passes; bounds
+            the temporary memory, not the result.
 
     Returns:
         Tensor: (B, H, Nq, Dv), in the dtype of ``q``.
     """
     with torch.autocast(device_type=q.device.type, enabled=False):
-        phi_q, phi_k, v_acc, q_feat, k_feat, num_valid = _prepare(
+        q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid = _prepare(
             q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
             grid_size, q_group, k_group)
-        q_tilde = lift_features(phi_q, q_feat)  # (B, H, Nq, P * D)
-        k_tilde = lift_features(phi_k, k_feat)  # (B, H, Nk, P * D)
+        # Chunks over tokens bound the temporaries (k~, q~ are P times the
+        # size of k, q), which also keeps them in cache and out of the
+        # page-fault path of large allocations. The sums are unchanged.
+        kv = z = 0
+        for s in range(0, k_acc.shape[2], chunk_size):
+            e = s + chunk_size
+            k_tilde = _key_features(
+                k_acc[:, :, s:e], k_feat[:, s:e],
+                None if valid is None else valid[:, :, s:e], feature_map)
+            kv = kv + k_tilde.transpose(-2, -1) @ v_acc[:, :, s:e]
+            z = z + k_tilde.sum(2).unsqueeze(-1)
         # Means, not sums: finite in fp16/bf16 at 10^4+ tokens.
-        kv = k_tilde.transpose(-2, -1) @ v_acc / num_valid  # (B, H, P*D, Dv)
-        z = k_tilde.sum(dim=2, keepdim=True) / num_valid  # (B, H, 1, P*D)
-        numerator = q_tilde @ kv  # (B, H, Nq, Dv)
-        denominator = (q_tilde * z).sum(-1, keepdim=True)  # (B, H, Nq, 1)
-        out = numerator / safe_denominator(denominator, eps)
+        kv = kv / num_valid  # (B, H, P * D, Dv)
+        z = z / num_valid  # (B, H, P * D, 1)
+        outs = []
+        for s in range(0, q_acc.shape[2], chunk_size):
+            e = s + chunk_size
+            q_tilde = lift_features(
+                feature_map_fn(q_acc[:, :, s:e], feature_map),
+                q_feat[:, s:e])  # (B, H, n, P * D)
+            denominator = q_tilde @ z  # (B, H, n, 1)
+            if feature_map == 'elu1':  # positive similarities
+                denominator = denominator.clamp(min=eps)
+            else:
+                denominator = safe_denominator(denominator, eps)
+            outs.append((q_tilde @ kv) / denominator)  # (B, H, n, Dv)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.to(q.dtype)
 
 
@@ -298,9 +360,11 @@ def linear_attention_reference(q: Tensor,
     straight from the cosines, not from :func:`position_features`, so the
     factorisation itself is under test. For tests only."""
     with torch.autocast(device_type=q.device.type, enabled=False):
-        phi_q, phi_k, v_acc, _, _, num_valid = _prepare(
+        q_acc, k_acc, v_acc, _, _, num_valid, valid = _prepare(
             q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
             grid_size, q_group, k_group)
+        phi_q = feature_map_fn(q_acc, feature_map)
+        phi_k = _zero_where_invalid(feature_map_fn(k_acc, feature_map), valid)
         batch = q.shape[0]
         num_q, num_k = q.shape[2], k.shape[2]
         if seq_len is None:

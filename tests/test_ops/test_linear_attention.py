@@ -219,3 +219,16 @@ def test_groups_match_reference_and_separate_runs(pos_weight):
             fast[:, :, members], alone, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match='together'):
         linear_attention(q, k, v, q_group=group)
+
+
+def test_chunking_changes_nothing():
+    q, k, v = qkv(num_q=5, num_k=SEQ)
+    q_pos = torch.tensor([0, 2, 5, 7, 12])
+    key_mask = torch.ones(2, SEQ, dtype=torch.bool)
+    key_mask[1, 9:] = False
+    kwargs = dict(
+        q_pos=q_pos, key_mask=key_mask, pos_weight='2d', grid_size=GRID)
+    whole = linear_attention(q, k, v, **kwargs)
+    for chunk_size in (1, 2, 4):
+        torch.testing.assert_close(
+            linear_attention(q, k, v, chunk_size=chunk_size, **kwargs), whole)
