@@ -169,6 +169,9 @@ class CEFormer(BaseBackbone):
             (C/4, C/2, C, C) for mmdet. With ``prune_mode='drop'`` the
             cells of dropped tokens are zero in the maps; ``'skip'`` keeps
             every cell (use it for detection).
+        pyramid_levels (Sequence[int]): strides (4, 8, 16, 32) that
+            ``'pyramid'`` returns, by index; ``(1, 2, 3)`` for Deformable
+            DETR. Channels: ``SimplePyramid.out_channels(C, levels)``.
         drop_rate (float): dropout after attention and in the FFN.
         drop_path_rate (float): stochastic depth, linear over the blocks.
         norm_cfg (dict): token norm.
@@ -203,6 +206,7 @@ class CEFormer(BaseBackbone):
                  feature_map: str = 'elu1',
                  pos_weight: Optional[str] = '1d',
                  out_type: str = 'cls_token',
+                 pyramid_levels: Sequence[int] = (0, 1, 2, 3),
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  norm_cfg=dict(type='LN', eps=1e-6),
@@ -275,7 +279,7 @@ class CEFormer(BaseBackbone):
         ])
         self.ln1 = build_norm_layer(norm_cfg, self.embed_dims)
         if out_type == 'pyramid':
-            self.pyramid = SimplePyramid(self.embed_dims)
+            self.pyramid = SimplePyramid(self.embed_dims, pyramid_levels)
         #: kept image tokens per sample after each block, (B,) each
         self.token_counts = []
 
@@ -289,7 +293,7 @@ class CEFormer(BaseBackbone):
     def forward(self, x: Tensor):
         """x: (B, 3, H, W) -> a 1-tuple (``cls_token``: (B, C),
         ``avg_featmap``: (B, C), ``featmap``: (B, C, H/16, W/16)) or, for
-        ``pyramid``, a 4-tuple of maps at strides 4, 8, 16, 32."""
+        ``pyramid``, a tuple of maps at the ``pyramid_levels`` strides."""
         batch, _, height, width = x.shape
         if height % 16 or width % 16:
             raise ValueError(

@@ -56,6 +56,9 @@ class EViT(VisionTransformer):
             :class:`SimplePyramid`, for mmdet (channels C/4, C/2, C, C).
             With ``prune_mode='drop'`` the cells of dropped tokens are zero
             in ``'featmap'``/``'pyramid'``; ``'skip'`` keeps every cell.
+        pyramid_levels (Sequence[int]): strides (4, 8, 16, 32) that
+            ``'pyramid'`` returns, by index; ``(1, 2, 3)`` for Deformable
+            DETR.
         **kwargs: the arguments of mmpretrain's ``VisionTransformer``.
 
     Shapes: input (B, 3, H, W); ``'cls_token'`` -> (B, C), ``'featmap'`` ->
@@ -74,6 +77,7 @@ class EViT(VisionTransformer):
                  feature_map: str = 'elu1',
                  pos_weight: Optional[str] = '1d',
                  out_type: str = 'cls_token',
+                 pyramid_levels: Sequence[int] = (0, 1, 2, 3),
                  **kwargs):
         check_choice('attn_mode', attn_mode, ATTN_MODES)
         check_choice('prune_mode', prune_mode, PRUNE_MODES)
@@ -119,7 +123,7 @@ class EViT(VisionTransformer):
                 raise ValueError("out_type='pyramid' builds on one layer: "
                                  'out_indices must have one entry, got '
                                  f'{self.out_indices}')
-            self.pyramid = SimplePyramid(self.embed_dims)
+            self.pyramid = SimplePyramid(self.embed_dims, pyramid_levels)
         #: kept image tokens per sample after each layer, (B,) each; filled
         #: by ``forward`` for tests and FLOP counting.
         self.token_counts = []

@@ -1,0 +1,4 @@
+# CEFormer-L (thesis table 4-2).
+_base_ = ['./cls_ceformer_s_in1k.py']
+model = dict(
+    backbone=dict(arch='l', drop_path_rate=0.3), head=dict(in_channels=512))

@@ -1,0 +1,3 @@
+# DeiT-B with attn_mode='eattn' (thesis tables 3-4, 3-5).
+_base_ = ['./cls_deit_b_softmax_in1k.py']
+model = dict(backbone=dict(attn_mode='eattn'))

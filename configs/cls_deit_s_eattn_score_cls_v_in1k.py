@@ -1,0 +1,3 @@
+# Figure 3-5: E-Attention with score='cls_v' instead of the CLS attention.
+_base_ = ['./cls_deit_s_eattn_in1k.py']
+model = dict(backbone=dict(score='cls_v'))

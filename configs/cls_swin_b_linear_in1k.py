@@ -1,0 +1,3 @@
+# Swin-B with attn_mode='linear' (thesis tables 3-4, 3-5).
+_base_ = ['./cls_swin_b_softmax_in1k.py']
+model = dict(backbone=dict(attn_mode='linear'))

@@ -1,0 +1,3 @@
+# Swin-T with attn_mode='eattn' (thesis tables 3-4, 3-5).
+_base_ = ['./cls_swin_t_softmax_in1k.py']
+model = dict(backbone=dict(attn_mode='eattn'))

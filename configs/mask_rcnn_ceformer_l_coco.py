@@ -1,0 +1,11 @@
+# Mask R-CNN + FPN with CEFormer-L (thesis table 4-7).
+_base_ = ['./mask_rcnn_ceformer_s_coco.py']
+pretrained = 'work_dirs/cls_ceformer_l_in1k/epoch_300.pth'
+embed_dims = 512
+model = dict(
+    backbone=dict(
+        arch='l',
+        drop_path_rate=0.2,
+        init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[embed_dims // 4, embed_dims // 2, embed_dims,
+                           embed_dims]))
