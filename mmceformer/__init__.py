@@ -9,6 +9,6 @@ from .utils import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()
 
-from . import models  # noqa: E402,F401  (registers the models)
+from . import datasets, models  # noqa: E402,F401  (registers the models)
 
 __all__ = ['__version__']

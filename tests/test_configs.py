@@ -1,7 +1,6 @@
 """Every config under configs/ loads, builds its model and runs one train
 step and one predict on tiny inputs. The test finds the configs itself;
 only the backbone's size is shrunk (and the head's/neck's channels follow)."""
-import copy
 from pathlib import Path
 
 import pytest
@@ -16,54 +15,13 @@ CONFIGS = sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / 'configs').rglob('*.py')
     if '_base_' not in p.parts)
 
-# Shrink the backbone, keep every other option of the config.
-TINY = {
-    'EViT':
-    dict(
-        arch=dict(
-            embed_dims=48, num_layers=4, num_heads=3, feedforward_channels=96),
-        img_size=64),
-    'CEFormer':
-    dict(
-        arch=dict(embed_dims=48, depth=4, num_heads=2, stem_channels=16),
-        img_size=64),
-    'ESwinTransformer':
-    dict(
-        arch=dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2]),
-        img_size=64,
-        window_size=4,
-        pad_small_map=True),
-}
-
-
-def tiny_model_cfg(cfg):
-    model = copy.deepcopy(cfg.model)
-    backbone = model.backbone
-    assert backbone.type in TINY, f'add {backbone.type} to TINY'
-    backbone.update(TINY[backbone.type])
-    backbone.pop('init_cfg', None)  # no checkpoint to load in a test
-    if cfg.get('data_preprocessor') is not None:  # as the Runner does
-        model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    # Channels that the head or neck must take from the tiny backbone.
-    from mmpretrain.registry import MODELS
-    probe = MODELS.build(backbone)
-    probe.eval()
-    with torch.no_grad():
-        outs = probe(torch.zeros(1, 3, 64, 64))
-    channels = [o.shape[1] for o in outs]
-    if model.get('neck') and 'in_channels' in model.neck:
-        model.neck.in_channels = channels
-    elif 'head' in model:
-        model.head.in_channels = channels[-1]
-    return model
-
 
 def scope_of(cfg):
     return cfg.get('default_scope', 'mmpretrain')
 
 
 @pytest.mark.parametrize('config', CONFIGS)
-def test_config_builds_trains_and_predicts(config):
+def test_config_builds_trains_and_predicts(config, tiny_model_cfg):
     cfg = Config.fromfile(str(ROOT / config))
     scope = scope_of(cfg)
     init_default_scope(scope)

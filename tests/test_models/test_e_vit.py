@@ -89,7 +89,8 @@ def test_skip_mode_keeps_full_grid_and_changes_output():
     x = images()
     out_skip, out_full = skip(x)[0], full(x)[0]
     assert out_skip.shape == out_full.shape == (2, 48, 4, 4)
-    assert (torch.stack(skip.token_counts) == 16).all()
+    processed = torch.stack(skip.token_counts)  # (layers, B)
+    assert (processed[:3] == 16).all() and (processed[3:] <= 5).all()
     assert not torch.allclose(out_skip, out_full)
 
 

@@ -280,7 +280,7 @@ class CEFormer(BaseBackbone):
         self.ln1 = build_norm_layer(norm_cfg, self.embed_dims)
         if out_type == 'pyramid':
             self.pyramid = SimplePyramid(self.embed_dims, pyramid_levels)
-        #: kept image tokens per sample after each block, (B,) each
+        #: image tokens that each block processed, (B,) each (kept ones)
         self.token_counts = []
 
     def init_weights(self):
@@ -314,14 +314,9 @@ class CEFormer(BaseBackbone):
         self.token_counts = []
         for layer in self.layers:
             tokens = layer(tokens, seq_len, grid_size)
-            self.token_counts.append(self._count(tokens))
+            self.token_counts.append(tokens.processed)
         tokens = tokens._replace(x=self.ln1(tokens.x))
         return self._format(tokens, grid_size)
-
-    def _count(self, tokens: Tokens) -> Tensor:
-        if tokens.mask is None:
-            return torch.full((tokens.x.shape[0], ), tokens.x.shape[1] - 1)
-        return tokens.mask[:, 1:].sum(-1).cpu()
 
     def _format(self, tokens: Tokens, grid_size):
         if self.out_type == 'cls_token':

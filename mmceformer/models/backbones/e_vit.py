@@ -124,8 +124,8 @@ class EViT(VisionTransformer):
                                  'out_indices must have one entry, got '
                                  f'{self.out_indices}')
             self.pyramid = SimplePyramid(self.embed_dims, pyramid_levels)
-        #: kept image tokens per sample after each layer, (B,) each; filled
-        #: by ``forward`` for tests and FLOP counting.
+        #: image tokens that each layer processed (the kept ones), (B,)
+        #: each; filled by ``forward`` for statistics and tests.
         self.token_counts = []
 
     def forward(self, x):
@@ -156,7 +156,7 @@ class EViT(VisionTransformer):
                     layer.ln2(t.x), identity=t.x),
                 seq_len=seq_len,
                 grid_size=patch_resolution)
-            self.token_counts.append(self._count(tokens))
+            self.token_counts.append(tokens.processed)
             if i == len(self.layers) - 1 and self.final_norm:
                 tokens = tokens._replace(x=self.ln1(tokens.x))
             if i in self.out_indices:
@@ -164,12 +164,6 @@ class EViT(VisionTransformer):
         if self.out_type == 'pyramid':
             return outs[0]  # the 4 maps, as mmdet necks expect
         return tuple(outs)
-
-    def _count(self, tokens: Tokens) -> torch.Tensor:
-        num_image = tokens.x.shape[1] - self.num_extra_tokens
-        if tokens.mask is None:
-            return torch.full((tokens.x.shape[0], ), num_image)
-        return tokens.mask[:, self.num_extra_tokens:].sum(-1).cpu()
 
     def _format_tokens(self, tokens: Tokens, hw):
         prefix = self.num_extra_tokens

@@ -18,10 +18,14 @@ class Tokens(NamedTuple):
             sequence (prefix tokens included), which the cos re-weighting and
             the convolutions on the token grid need after pruning.
         mask (Tensor | None): (B, N) bool, False on padding; None = all real.
+        processed (Tensor | None): (B,) long, image tokens that the last
+            block updated (fewer than the sequence in ``skip`` mode), for
+            token statistics and FLOP accounting.
     """
     x: Tensor
     pos: Tensor
     mask: Optional[Tensor] = None
+    processed: Optional[Tensor] = None
 
     @classmethod
     def full(cls, x: Tensor) -> 'Tokens':
@@ -72,16 +76,22 @@ def attention_block(tokens: Tokens,
         grid_size=grid_size,
         token_mask=tokens.mask,
         attn_bias=attn_bias)
+    prefix = attn.num_prefix_tokens
     if out.index is None:
         kept = tokens._replace(x=tokens.x + drop_path(out.x))
-        return kept._replace(x=ffn_residual(kept, None))
+        num = tokens.x.shape[1] - prefix
+        processed = torch.full((tokens.x.shape[0], ), num) if \
+            tokens.mask is None else tokens.mask[:, prefix:].sum(-1).cpu()
+        return kept._replace(x=ffn_residual(kept, None), processed=processed)
+    processed = out.mask[:, prefix:].sum(-1).cpu()
     kept = Tokens(
         gather_tokens(tokens.x, out.index) + drop_path(out.x),
         gather_tokens(tokens.pos, out.index), out.mask)  # (B, P + R', ...)
     if attn.prune_mode == 'drop':
-        return kept._replace(x=ffn_residual(kept, None))
+        return kept._replace(x=ffn_residual(kept, None), processed=processed)
     context = tokens._replace(
         x=scatter_tokens(tokens.x, out.index, kept.x, out.mask))
     kept = kept._replace(x=ffn_residual(kept, context))
     return tokens._replace(
-        x=scatter_tokens(tokens.x, out.index, kept.x, out.mask))
+        x=scatter_tokens(tokens.x, out.index, kept.x, out.mask),
+        processed=processed)

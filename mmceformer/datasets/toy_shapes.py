@@ -1,0 +1,149 @@
+"""A reproducible toy COCO instance-segmentation set: coloured circles,
+squares and triangles on textured backgrounds, with boxes and polygon masks.
+
+    python tools/make_toy_coco.py data/toy_coco --train 200 --val 50
+
+writes ``train/``, ``val/`` (PNG images) and
+``annotations/instances_{train,val}.json``, which pycocotools and mmdet's
+``CocoDataset`` read as they read COCO. The same seed gives the same files.
+"""
+import json
+import math
+import os
+import os.path as osp
+from typing import List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+CLASSES = ('circle', 'square', 'triangle')
+
+
+def _background(rng: np.random.Generator, height: int, width: int):
+    """Smooth stripes and blobs plus noise, in a random palette."""
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    image = np.zeros((height, width, 3), np.float32)
+    for channel in range(3):
+        fx, fy = rng.uniform(0.02, 0.15, size=2)
+        phase = rng.uniform(0, 2 * math.pi)
+        image[..., channel] = (
+            rng.uniform(60, 180) +
+            rng.uniform(10, 40) * np.sin(fx * xx + fy * yy + phase))
+    image += rng.normal(0, 8, size=image.shape)
+    return image
+
+
+def _polygon(rng: np.random.Generator, shape: str, cx: float, cy: float,
+             radius: float) -> np.ndarray:
+    """Vertices (K, 2) of a shape centred at (cx, cy), randomly rotated."""
+    angle = rng.uniform(0, 2 * math.pi)
+    if shape == 'circle':
+        count, radii = 24, radius
+    elif shape == 'square':
+        count, radii = 4, radius * math.sqrt(2) / 1.2
+    else:
+        count, radii = 3, radius * 1.2
+    theta = angle + np.arange(count) * 2 * math.pi / count
+    return np.stack([cx + radii * np.cos(theta), cy + radii * np.sin(theta)],
+                    axis=1)
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x2 - x1) * max(0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return inter / max(union - inter, 1e-6)
+
+
+def make_image(rng: np.random.Generator,
+               height: int,
+               width: int,
+               max_objects: int = 5,
+               max_overlap: float = 0.3) -> Tuple[np.ndarray, List[dict]]:
+    """One image (H, W, 3) uint8 BGR and its objects: dicts with
+    ``category`` (index into CLASSES) and ``polygon`` (K, 2) float."""
+    image = _background(rng, height, width)
+    objects, boxes = [], []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        for _attempt in range(20):  # objects may overlap, but not bury
+            radius = rng.uniform(0.08, 0.2) * min(height, width)
+            cx = rng.uniform(radius, width - radius)
+            cy = rng.uniform(radius, height - radius)
+            category = int(rng.integers(len(CLASSES)))
+            polygon = _polygon(rng, CLASSES[category], cx, cy, radius)
+            box = [*polygon.min(0), *polygon.max(0)]
+            if all(_box_iou(box, other) < max_overlap for other in boxes):
+                break
+        else:
+            continue
+        colour = rng.uniform(0, 255, size=3)
+        cv2.fillPoly(image, [np.round(polygon).astype(np.int32)],
+                     colour.tolist())
+        objects.append(dict(category=category, polygon=polygon))
+        boxes.append(box)
+    return np.clip(image, 0, 255).astype(np.uint8), objects
+
+
+def _coco_split(rng, num_images, height, width, image_dir, prefix):
+    images, annotations = [], []
+    for index in range(num_images):
+        image, objects = make_image(rng, height, width)
+        name = f'{prefix}_{index:05d}.png'
+        cv2.imwrite(osp.join(image_dir, name), image)
+        image_id = index + 1
+        images.append(
+            dict(id=image_id, file_name=name, height=height, width=width))
+        for obj in objects:
+            polygon = np.clip(obj['polygon'], 0, [width - 1, height - 1])
+            x1, y1 = polygon.min(0)
+            x2, y2 = polygon.max(0)
+            area = float(cv2.contourArea(polygon.astype(np.float32)))
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=obj['category'] + 1,
+                    bbox=[
+                        float(x1),
+                        float(y1),
+                        float(x2 - x1),
+                        float(y2 - y1)
+                    ],
+                    area=area,
+                    segmentation=[polygon.reshape(-1).round(2).tolist()],
+                    iscrowd=0))
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
+    return dict(images=images, annotations=annotations, categories=categories)
+
+
+def make_toy_coco(out_dir: str,
+                  num_train: int = 200,
+                  num_val: int = 50,
+                  image_size: Tuple[int, int] = (256, 256),
+                  seed: int = 0) -> dict:
+    """Write the toy set to ``out_dir``; returns the annotation file paths.
+
+    Args:
+        out_dir (str): target folder (created).
+        num_train (int): training images.
+        num_val (int): validation images.
+        image_size (tuple[int, int]): (height, width) of every image.
+        seed (int): the whole set is a function of it.
+    """
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f'num_train and num_val must be >= 1, got '
+                         f'{num_train} and {num_val}')
+    height, width = image_size
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
+    paths = {}
+    for split, count in (('train', num_train), ('val', num_val)):
+        image_dir = osp.join(out_dir, split)
+        os.makedirs(image_dir, exist_ok=True)
+        coco = _coco_split(rng, count, height, width, image_dir, split)
+        path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
+        with open(path, 'w') as f:
+            json.dump(coco, f)
+        paths[split] = path
+    return paths

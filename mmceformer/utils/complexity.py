@@ -1,0 +1,122 @@
+"""Parameters and MACs of a model as it really runs.
+
+Counts the multiply-accumulates of every matrix product and convolution
+that executes (``torch.utils.flop_counter``), so attention is included
+(``scaled_dot_product_attention``, which mmengine's counter reports as 0,
+and the products of the linear kernel) and pruned blocks count the tokens
+they keep for the given input. Element-wise operations are not counted, as
+in mmengine/fvcore. Used by ``tools/analysis/get_flops.py``,
+``benchmark.py`` and ``reproduce_tables.py``.
+"""
+from typing import Dict, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def _sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of softmax attention from the shapes: Q K^T and A V."""
+    *batch, num_q, dim = query
+    num_k, dim_v = key[-2], value[-1]
+    size = 1
+    for b in batch:
+        size *= b
+    return 2 * size * num_q * num_k * (dim + dim_v)
+
+
+def _custom_mapping():
+    """Attention ops that torch's counter does not know on the CPU."""
+    mapping = {}
+    for name in ('_scaled_dot_product_flash_attention_for_cpu', ):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None:
+            mapping[op] = _sdpa_flops
+    return mapping
+
+
+def count_macs(fn) -> int:
+    """MACs of everything ``fn()`` runs (FLOPs / 2)."""
+    with FlopCounterMode(
+            display=False, custom_mapping=_custom_mapping()) as counter:
+        with torch.no_grad():
+            fn()
+    return counter.get_total_flops() // 2
+
+
+def build_model(cfg: Config):
+    """The config's model, in eval mode, on the CPU, and its scope."""
+    scope = cfg.get('default_scope', 'mmpretrain')
+    init_default_scope(scope)
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    model_cfg = cfg.model.copy()
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    backbone = model_cfg.get('backbone', {})
+    if isinstance(backbone, dict):
+        backbone.pop('init_cfg', None)  # no checkpoint is needed to count
+    model = registry.build(model_cfg)
+    model.eval()
+    return model, scope
+
+
+def kept_tokens(backbone) -> Optional[list]:
+    """Mean kept image tokens after each block of the last forward."""
+    counts = getattr(backbone, 'token_counts', None)
+    if not counts:
+        return None
+    return [float(c.float().mean()) for c in counts]
+
+
+def measure(cfg, shape: Sequence[int], batch: int = 1) -> Dict:
+    """Parameters and MACs of ``cfg``'s model for a (batch, 3, H, W) input.
+
+    Returns a dict with ``params`` and ``macs`` of the ``backbone`` (+ neck
+    for detection) and of the ``whole`` model, and the kept tokens per
+    block (``tokens``) where the backbone prunes.
+    """
+    if isinstance(cfg, str):
+        cfg = Config.fromfile(cfg)
+    model, scope = build_model(cfg)
+    inputs = torch.randn(batch, 3, *shape)
+    result = dict(shape=tuple(shape), scope=scope)
+    if scope == 'mmdet':
+        feature_modules = [model.backbone] + ([model.neck] if getattr(
+            model, 'with_neck', False) else [])
+        from mmdet.structures import DetDataSample
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=tuple(shape),
+                ori_shape=tuple(shape),
+                pad_shape=tuple(shape),
+                scale_factor=(1., 1.),
+                batch_input_shape=tuple(shape)))
+        whole = lambda: model(
+            inputs,
+            [sample] * batch,  # noqa: E731
+            mode='tensor')
+    else:
+        feature_modules = [model.backbone] + ([model.neck] if getattr(
+            model, 'with_neck', False) and model.neck is not None else [])
+        whole = lambda: model(inputs, mode='tensor')  # noqa: E731
+    result['backbone_params'] = sum(p.numel() for m in feature_modules
+                                    for p in m.parameters())
+    result['params'] = sum(p.numel() for p in model.parameters())
+    result['backbone_macs'] = count_macs(lambda: model.extract_feat(inputs))
+    result['tokens'] = kept_tokens(model.backbone)
+    result['macs'] = count_macs(whole)
+    return result
+
+
+def format_result(result: Dict) -> str:
+    lines = [f"input shape: {result['shape']}"]
+    part = 'backbone + neck' if result['scope'] == 'mmdet' else 'backbone'
+    lines.append(f"{part}: {result['backbone_params'] / 1e6:.2f} M params, "
+                 f"{result['backbone_macs'] / 1e9:.3f} GMACs")
+    lines.append(f"whole model: {result['params'] / 1e6:.2f} M params, "
+                 f"{result['macs'] / 1e9:.3f} GMACs")
+    if result['tokens']:
+        tokens = ' '.join(f'{t:.0f}' for t in result['tokens'])
+        lines.append(f'kept image tokens after each block: {tokens}')
+    return '\n'.join(lines)

@@ -1,0 +1,93 @@
+"""MAC counting, the benchmark tools and the tables script."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+
+from mmceformer.utils.complexity import count_macs, measure
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'tools'))
+sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
+
+
+def test_softmax_attention_is_counted():
+    q = torch.randn(2, 3, 10, 8)
+    v = torch.randn(2, 3, 10, 5)
+    macs = count_macs(lambda: F.scaled_dot_product_attention(q, q, v))
+    assert macs == 2 * 3 * 10 * 10 * (8 + 5)
+
+
+def test_linear_attention_products_are_counted():
+    from mmceformer.ops import linear_attention
+    q = torch.randn(1, 2, 16, 4)
+    macs = count_macs(lambda: linear_attention(q, q, q, pos_weight='1d'))
+    # k~^T v (P*D x N x Dv), z via q~ z (N x P*D), q~ kv (N x P*D x Dv)
+    dims = 2 * 4
+    assert macs == 2 * (dims * 16 * 4 + 16 * dims + 16 * dims * 4)
+
+
+def config(name, shrink):
+    cfg = Config.fromfile(str(ROOT / 'configs' / name))
+    shrink(cfg)
+    return cfg
+
+
+def test_measure_counts_pruned_tokens(shrink_config):
+    softmax = measure(
+        config('cls_deit_s_softmax_in1k.py', shrink_config), (256, 256))
+    eattn = measure(
+        config('cls_deit_s_eattn_in1k.py', shrink_config), (256, 256))
+    assert softmax['params'] == eattn['params']
+    assert eattn['macs'] < softmax['macs']
+    assert softmax['tokens'] == [256.0] * 4
+    # blocks 0-2 see every token, block 3 samples R = round(0.7 * 256)
+    assert eattn['tokens'][:3] == [256.0] * 3 and eattn['tokens'][3] <= 179
+
+
+def test_measure_detector_reports_backbone_and_whole(shrink_config):
+    result = measure(
+        config('mask_rcnn_ceformer_s_coco.py', shrink_config), (128, 160))
+    assert 0 < result['backbone_macs'] < result['macs']
+    assert 0 < result['backbone_params'] < result['params']
+
+
+def test_get_flops_cli(capsys):
+    import get_flops
+    get_flops.main([
+        str(ROOT / 'configs' / 'toy' / 'mask_rcnn_ceformer_toy.py'), '--shape',
+        '128'
+    ])
+    out = capsys.readouterr().out
+    assert 'backbone + neck:' in out and 'GMACs' in out
+    with pytest.raises(ValueError, match='--shape'):
+        get_flops.main(['x.py', '--shape', '1', '2', '3'])
+
+
+def test_benchmark_compares_two_configs(shrink_config):
+    import benchmark
+    configs = [
+        config('cls_deit_s_eattn_in1k.py', shrink_config),
+        config('cls_deit_s_softmax_in1k.py', shrink_config)
+    ]
+    results = benchmark.benchmark(configs, shape=(64, 64), warmup=1, repeats=2)
+    assert len(results) == 2
+    for r in results.values():
+        assert r['latency_ms'] > 0 and r['images_per_s'] > 0
+
+
+def test_reproduce_tables_rows(shrink_config):
+    import reproduce_tables
+    text = reproduce_tables.build_tables(
+        override=shrink_config, cls_shape=(64, 64), det_shape=(128, 128))
+    for title in ('Table 3-4', 'Table 4-2', 'Table 4-3', 'Table 4-7'):
+        assert title in text
+    for row in ('| DeiT-B |', '| Swin-S |', '| CEFormer-S |', '| CEFormer-L |',
+                '| w/o C4 |'):
+        assert row in text
+    assert '(17.5)' in text and '(201)' in text  # thesis figures beside
+    # tiny models are far from the thesis: rows say so
+    assert 'disagrees by' in text
