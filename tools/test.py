@@ -12,6 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmceformer  # noqa: F401  (registers models; safe checkpoint loading)
+from mmceformer.utils.launch import prepare_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -59,6 +60,7 @@ def build_config(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     # One line per metric, for scripts and for people.

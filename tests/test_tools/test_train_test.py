@@ -85,7 +85,7 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
         'bash',
         str(ROOT / 'tools' / 'dist_train.sh'), CONFIG, '2', '--work-dir',
         str(work_dir), '--cfg-options', *data_options(toy_root),
-        'env_cfg.dist_cfg.backend=gloo', 'train_dataloader.batch_size=2'
+        'train_dataloader.batch_size=2'
     ],
                             env=env,
                             capture_output=True,
@@ -95,4 +95,5 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
     checkpoint = torch.load(work_dir / 'epoch_1.pth')
     # 4 images over 2 processes with 2 images each: one iteration.
     assert checkpoint['meta']['iter'] == 1
-    assert 'world_size: 2' in result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
