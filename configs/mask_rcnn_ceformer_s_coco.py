@@ -22,11 +22,11 @@ model = dict(
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     data_preprocessor=dict(pad_size_divisor=32),
-    neck=dict(in_channels=[embed_dims // 4, embed_dims // 2, embed_dims,
-                           embed_dims]))
+    neck=dict(
+        in_channels=[embed_dims // 4, embed_dims //
+                     2, embed_dims, embed_dims]))
 
-train_dataloader = dict(
-    batch_size=2, dataset=dict(data_root=data_root))
+train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')

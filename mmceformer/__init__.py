@@ -4,8 +4,8 @@ Importing the package registers its models in the ``MODELS`` registries of
 mmpretrain and (when importable) mmdet, and makes mmengine checkpoints
 loadable with torch's safe ``weights_only`` loader.
 """
-from .version import __version__
 from .utils import allow_mmengine_checkpoints
+from .version import __version__
 
 allow_mmengine_checkpoints()
 

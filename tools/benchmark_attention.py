@@ -8,8 +8,9 @@ same run: ``F.scaled_dot_product_attention`` (softmax), ``linear_attention``
 (cos-reweighted, eq. 3-9) and E-Attention at ``--keep-ratio`` (CLS scores of
 the linear kernel + inverse-CDF sampling + linear attention of the kept
 queries, eq. 3-14). It prints the median time over ``--repeats`` runs after
-``--warmup`` runs, the peak memory allocated during one call (CPU: growth of the peak
-resident set size in a fresh process; CUDA: ``max_memory_allocated``), and
+``--warmup`` runs, the peak memory allocated during one call (CPU: growth
+of the peak resident set size in a fresh process; CUDA:
+``max_memory_allocated``), and
 both as ratios to SDPA. Nothing here is a test: numbers depend on the
 machine.
 """

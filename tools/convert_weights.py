@@ -2,7 +2,8 @@
 layout of mmpretrain's classifiers, which EViT / ESwinTransformer load.
 
     python tools/convert_weights.py deit deit_small_patch16_224.pth out.pth
-    python tools/convert_weights.py swin swin_tiny_patch4_window7_224.pth out.pth
+    python tools/convert_weights.py swin swin_tiny_patch4_window7_224.pth \
+        out.pth
 
 The output is an mmengine checkpoint ``{'state_dict': ..., 'meta': ...}``
 with ``backbone.*`` and ``head.*`` keys: ``tools/test.py`` evaluates it with
@@ -88,8 +89,8 @@ def convert_swin(state: Dict[str, torch.Tensor]) -> OrderedDict:
     (ESwinTransformer), ``GlobalAveragePooling`` and ``LinearClsHead``."""
     state = _unwrap(state)
     num_stages = 1 + max(
-        int(m.group(1)) for m in (re.match(r'^layers\.(\d+)\.', k)
-                                  for k in state) if m)
+        int(m.group(1))
+        for m in (re.match(r'^layers\.(\d+)\.', k) for k in state) if m)
     out = OrderedDict()
     for key, value in state.items():
         if key.endswith('attn_mask'):
@@ -120,8 +121,8 @@ def main(argv=None):
     # numpy objects in side fields): load them safely and keep weights only.
     checkpoint = torch.load(args.src, map_location='cpu', weights_only=True)
     state = CONVERTERS[args.model](checkpoint)
-    torch.save(dict(state_dict=state, meta=dict(converted_from=args.src)),
-               args.dst)
+    torch.save(
+        dict(state_dict=state, meta=dict(converted_from=args.src)), args.dst)
     print(f'{len(state)} tensors written to {args.dst}')
 
 

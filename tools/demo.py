@@ -1,7 +1,8 @@
 """The built-in default job (`make demo`): toy COCO set -> train -> COCO
 mAP -> pictures, on a laptop CPU.
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--data-root data/toy_coco]
+    python tools/demo.py [--work-dir work_dirs/demo]
+        [--data-root data/toy_coco]
 
 1. writes the toy set (tools/make_toy_coco.py) if it is absent;
 2. trains configs/toy/mask_rcnn_ceformer_toy.py with tools/train.py,
@@ -67,8 +68,8 @@ def test(work_dir, checkpoint, options):
         osp.join(work_dir, 'test'), '--cfg-options', *options
     ]
     print('[demo] ' + ' '.join(command[1:4]) + ' ...', flush=True)
-    result = subprocess.run(command, check=True, stdout=subprocess.PIPE,
-                            text=True)
+    result = subprocess.run(
+        command, check=True, stdout=subprocess.PIPE, text=True)
     print(result.stdout)
     metrics = {}
     for match in re.finditer(r'^(coco/\w+): ([-\d.]+)$', result.stdout,
@@ -93,8 +94,8 @@ def draw_pictures(work_dir, checkpoint, data_root, num_images=4):
     cfg = Config.fromfile(CONFIG)
     cfg.model.backbone.pop('init_cfg', None)
     model = init_detector(cfg, checkpoint, device='cpu')
-    visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer',
-                                        name='demo'))
+    visualizer = VISUALIZERS.build(
+        dict(type='DetLocalVisualizer', name='demo'))
     visualizer.dataset_meta = model.dataset_meta
     image_dir = osp.join(data_root, 'val')
     names = sorted(os.listdir(image_dir))[:num_images]
@@ -102,31 +103,36 @@ def draw_pictures(work_dir, checkpoint, data_root, num_images=4):
     for name in names:
         path = osp.join(image_dir, name)
         result = inference_detector(model, path)
-        out_file = osp.join(vis_dir, 'pred_' + osp.splitext(name)[0] +
-                            '.png')
+        out_file = osp.join(vis_dir, 'pred_' + osp.splitext(name)[0] + '.png')
         visualizer.add_datasample(
-            name, mmcv.imread(path, channel_order='rgb'), result,
-            draw_gt=False, pred_score_thr=0.5, out_file=out_file)
+            name,
+            mmcv.imread(path, channel_order='rgb'),
+            result,
+            draw_gt=False,
+            pred_score_thr=0.5,
+            out_file=out_file)
         written.append(out_file)
-    shown, panels = visualize_tokens.kept_tokens(
-        CONFIG, checkpoint, osp.join(image_dir, names[0]))
+    shown, panels = visualize_tokens.kept_tokens(CONFIG, checkpoint,
+                                                 osp.join(image_dir, names[0]))
     written.append(
-        visualize_tokens.draw(shown, panels,
-                              osp.join(vis_dir, 'tokens.png')))
+        visualize_tokens.draw(shown, panels, osp.join(vis_dir, 'tokens.png')))
     return written
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs',
-                                                       'demo'))
-    parser.add_argument('--data-root', default=osp.join(ROOT, 'data',
-                                                        'toy_coco'))
+    parser.add_argument(
+        '--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
+    parser.add_argument(
+        '--data-root', default=osp.join(ROOT, 'data', 'toy_coco'))
     parser.add_argument('--train-images', type=int, default=200)
     parser.add_argument('--val-images', type=int, default=50)
     parser.add_argument('--pictures', type=int, default=4)
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        help='extra key=value overrides for train and test')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        help='extra key=value overrides for train and test')
     args = parser.parse_args(argv)
     ensure_data(args.data_root, args.train_images, args.val_images)
     options = data_options(args.data_root) + args.cfg_options

@@ -6,23 +6,18 @@
 Distributed: tools/dist_train.sh CONFIG GPUS [args] (torchrun).
 """
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmceformer  # noqa: F401  (registers models; safe checkpoint loading)
 from mmceformer.utils.launch import prepare_cpu_distributed
+from mmceformer.utils.tools import add_common_args, load_config
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='config file path')
-    parser.add_argument(
-        '--work-dir',
-        help='where logs and checkpoints go; '
-        'default ./work_dirs/CONFIG_NAME')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -36,32 +31,12 @@ def parse_args(argv=None):
         '--auto-scale-lr',
         action='store_true',
         help='scale the learning rate with the batch size')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. train_cfg.max_epochs=2')
-    parser.add_argument(
-        '--launcher',
-        default='none',
-        choices=['none', 'pytorch', 'slurm', 'mpi'])
-    # torchrun passes --local-rank; older launchers --local_rank
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_common_args(parser)
+    return parser.parse_args(argv)
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper == 'AmpOptimWrapper':

@@ -37,8 +37,7 @@ model = dict(
         prune_mode='skip',
         out_type='pyramid'),
     neck=dict(
-        in_channels=[embed_dims // 4, embed_dims // 2, embed_dims,
-                     embed_dims],
+        in_channels=[embed_dims // 4, embed_dims // 2, embed_dims, embed_dims],
         out_channels=fpn_channels),
     rpn_head=dict(in_channels=fpn_channels, feat_channels=fpn_channels),
     roi_head=dict(
@@ -55,8 +54,7 @@ model = dict(
         rpn_proposal=dict(nms_pre=1000, max_per_img=300),
         rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(
-        rpn=dict(nms_pre=500, max_per_img=300),
-        rcnn=dict(max_per_img=50)))
+        rpn=dict(nms_pre=500, max_per_img=300), rcnn=dict(max_per_img=50)))
 
 backend_args = None
 train_pipeline = [
@@ -100,8 +98,8 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 max_epochs = 15
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
-                 val_interval=max_epochs)
+train_cfg = dict(
+    type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
@@ -115,12 +113,14 @@ optim_wrapper = dict(
             'cls_token': dict(decay_mult=0.)
         }))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=100),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs,
-         eta_min=1e-5)
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(
+        type='CosineAnnealingLR',
+        by_epoch=True,
+        begin=0,
+        end=max_epochs,
+        eta_min=1e-5)
 ]
 default_hooks = dict(
-    logger=dict(interval=10),
-    checkpoint=dict(interval=1, max_keep_ckpts=2))
+    logger=dict(interval=10), checkpoint=dict(interval=1, max_keep_ckpts=2))
 auto_scale_lr = dict(enable=False, base_batch_size=4)

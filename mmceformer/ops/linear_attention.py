@@ -24,7 +24,6 @@ import math
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 FEATURE_MAPS = ('elu1', 'identity')
@@ -96,7 +95,8 @@ def position_features(
         pos (Tensor): (B, N) long, original token indices in ``[0, seq_len)``.
         seq_len (int): ``M``, the original sequence length.
         pos_weight (str | None):
-            * ``None``: ``w = 1`` (thesis "Ours-A", eq. 3-18); features (B,N,1).
+            * ``None``: ``w = 1`` (thesis "Ours-A", eq. 3-18); features
+              (B, N, 1).
             * ``'1d'``: eq. (3-8) on the raster index, ``theta = pi p / 2M``,
               ``a = b = [cos theta, sin theta]``; features (B, N, 2).
             * ``'2d'``: separable over the ``grid_size=(Hg, Wg)`` raster,

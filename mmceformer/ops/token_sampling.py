@@ -3,7 +3,6 @@ CLS row of linear attention used to fuse them (section 3.4).
 
 Pure torch, no OpenMMLab import.
 """
-import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch

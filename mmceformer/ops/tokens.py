@@ -61,8 +61,9 @@ def grid_to_tokens(grid: Tensor, pos: Tensor,
     of a token sequence -> (B, N - P, C) for its image tokens, in order."""
     flat = grid.flatten(2).transpose(1, 2)  # (B, Hg * Wg, C)
     cell = pos[:, num_prefix_tokens:] - num_prefix_tokens
-    if cell.shape[1] == flat.shape[1] and bool(
-        (cell == torch.arange(cell.shape[1], device=cell.device)).all()):
+    in_order = cell.shape[1] == flat.shape[1] and bool(
+        (cell == torch.arange(cell.shape[1], device=cell.device)).all())
+    if in_order:
         return flat
     return gather_tokens(flat, cell.clamp(min=0))
 

@@ -92,14 +92,17 @@ def measure(cfg, shape: Sequence[int], batch: int = 1) -> Dict:
                 pad_shape=tuple(shape),
                 scale_factor=(1., 1.),
                 batch_input_shape=tuple(shape)))
-        whole = lambda: model(
-            inputs,
-            [sample] * batch,  # noqa: E731
-            mode='tensor')
+        samples = [sample] * batch
+
+        def whole():
+            return model(inputs, samples, mode='tensor')
     else:
         feature_modules = [model.backbone] + ([model.neck] if getattr(
             model, 'with_neck', False) and model.neck is not None else [])
-        whole = lambda: model(inputs, mode='tensor')  # noqa: E731
+
+        def whole():
+            return model(inputs, mode='tensor')
+
     result['backbone_params'] = sum(p.numel() for m in feature_modules
                                     for p in m.parameters())
     result['params'] = sum(p.numel() for p in model.parameters())

@@ -89,8 +89,9 @@ def test_eval_deterministic_and_batch_independent(mode):
 def test_linear_mode_honours_the_shift_mask():
     """A token in a shifted window only mixes with its own region: changing
     a token of another region of the same window changes nothing there."""
-    from mmceformer.models.backbones.e_swin import EWindowAttention
     from mmpretrain.models.utils import ShiftWindowMSA
+
+    from mmceformer.models.backbones.e_swin import EWindowAttention
     msa = ShiftWindowMSA(
         embed_dims=8,
         num_heads=2,

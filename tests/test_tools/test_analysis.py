@@ -91,3 +91,31 @@ def test_reproduce_tables_rows(shrink_config):
     assert '(17.5)' in text and '(201)' in text  # thesis figures beside
     # tiny models are far from the thesis: rows say so
     assert 'disagrees by' in text
+
+
+def test_plot_scaling_writes_png(tmp_path):
+    import plot_scaling
+    rows = plot_scaling.measure_scaling([64, 128], repeats=1)
+    assert [r['size'] for r in rows] == [64, 128]
+    for row in rows:
+        for name in plot_scaling.MODELS:
+            assert row[name]['gmacs'] > 0 and row[name]['ms'] > 0
+    # MACs grow with the input
+    name = 'DeiT-S softmax'
+    assert rows[1][name]['gmacs'] > rows[0][name]['gmacs']
+    out = plot_scaling.plot(rows, str(tmp_path / 'scaling.png'))
+    assert Path(out).stat().st_size > 1000
+
+
+def test_compare_modes_ratios():
+    import compare_modes
+    configs = [
+        str(ROOT / 'configs' / f'cls_deit_s_{m}_in1k.py')
+        for m in ('softmax', 'eattn')
+    ]
+    rows = compare_modes.compare(
+        configs, [(64, 96)], repeats=1, prune_mode='skip')
+    assert [r['config'] for r in rows] == [Path(c).name for c in configs]
+    table = compare_modes.format_rows(rows, 2)
+    assert '| cls_deit_s_eattn_in1k.py | 64x96 |' in table
+    assert '| 1.00 |' in table  # the first config against itself

@@ -44,29 +44,34 @@ def official_deit(num_layers=2, dims=48):
 
 def test_deit_conversion_loads_strictly_into_evit_classifier():
     from mmpretrain.models import ImageClassifier
+
     import mmceformer  # noqa: F401
     official = official_deit()
     converted = convert_weights.convert_deit({'model': official})
     model = ImageClassifier(
-        backbone=dict(type='EViT', arch=dict(embed_dims=48, num_layers=2,
-                                             num_heads=3,
-                                             feedforward_channels=192),
-                      attn_mode='eattn'),
-        head=dict(type='VisionTransformerClsHead', num_classes=10,
-                  in_channels=48))
+        backbone=dict(
+            type='EViT',
+            arch=dict(
+                embed_dims=48,
+                num_layers=2,
+                num_heads=3,
+                feedforward_channels=192),
+            attn_mode='eattn'),
+        head=dict(
+            type='VisionTransformerClsHead', num_classes=10, in_channels=48))
     model.load_state_dict(converted, strict=True)
-    torch.testing.assert_close(
-        model.backbone.layers[1].ffn.layers[1].weight,
-        official['blocks.1.mlp.fc2.weight'])
+    torch.testing.assert_close(model.backbone.layers[1].ffn.layers[1].weight,
+                               official['blocks.1.mlp.fc2.weight'])
     torch.testing.assert_close(model.head.layers.head.weight,
                                official['head.weight'])
 
 
 def official_relative_index(window):
     """The relative position index as the official Swin code defines it."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window),
-                                        torch.arange(window),
-                                        indexing='ij')).flatten(1)
+    coords = torch.stack(
+        torch.meshgrid(
+            torch.arange(window), torch.arange(window),
+            indexing='ij')).flatten(1)
     relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
     relative[:, :, 0] += window - 1
     relative[:, :, 1] += window - 1
@@ -103,16 +108,16 @@ def official_patch_merging(x, norm_weight, norm_bias, reduction):
 
 def test_swin_conversion_matches_official_computation():
     from mmpretrain.models.backbones import SwinTransformer
+
     from mmceformer.models import ESwinTransformer
     arch = dict(embed_dims=16, depths=[1, 1], num_heads=[1, 2])
     reference = SwinTransformer(arch=arch, window_size=7, out_indices=(1, ))
     official = to_official_swin(reference.state_dict(), window=7)
     gen = torch.Generator().manual_seed(0)
     # Official merging weights in the official channel order.
-    official['layers.0.downsample.norm.weight'] = torch.randn(64,
-                                                              generator=gen)
-    official['layers.0.downsample.norm.bias'] = torch.randn(64,
-                                                            generator=gen)
+    official['layers.0.downsample.norm.weight'] = torch.randn(
+        64, generator=gen)
+    official['layers.0.downsample.norm.bias'] = torch.randn(64, generator=gen)
     official['layers.0.downsample.reduction.weight'] = torch.randn(
         32, 64, generator=gen)
     official['head.weight'] = torch.randn(5, 32, generator=gen)
@@ -123,8 +128,8 @@ def test_swin_conversion_matches_official_computation():
         k[len('backbone.'):]: v
         for k, v in converted.items() if k.startswith('backbone.')
     }
-    ours = ESwinTransformer(arch=arch, window_size=7, out_indices=(1, ),
-                            attn_mode='eattn')
+    ours = ESwinTransformer(
+        arch=arch, window_size=7, out_indices=(1, ), attn_mode='eattn')
     ours.load_state_dict(backbone, strict=True)
     # The index rebuilt the official way equals mmpretrain's own.
     assert torch.equal(
@@ -137,8 +142,8 @@ def test_swin_conversion_matches_official_computation():
         x, official['layers.0.downsample.norm.weight'],
         official['layers.0.downsample.norm.bias'],
         official['layers.0.downsample.reduction.weight'])
-    torch.testing.assert_close(merged, expected.reshape(2, 16, 32),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        merged, expected.reshape(2, 16, 32), atol=1e-5, rtol=1e-5)
 
 
 def test_cli_writes_mmengine_checkpoint(tmp_path):

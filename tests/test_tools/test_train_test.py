@@ -37,6 +37,7 @@ def data_options(root, max_epochs=1):
 
 def test_train_then_test_prints_coco_map(toy_root, tmp_path, capsys):
     import test as test_tool
+
     import train as train_tool
     work_dir = tmp_path / 'work'
     runner = train_tool.main([

@@ -74,8 +74,7 @@ def plot(rows, out_file):
     sizes = [r['size'] for r in rows]
     fig, (ax_macs, ax_ms) = plt.subplots(1, 2, figsize=(10, 4))
     for name in names:
-        ax_macs.plot(sizes, [r[name]['gmacs'] for r in rows], 'o-',
-                     label=name)
+        ax_macs.plot(sizes, [r[name]['gmacs'] for r in rows], 'o-', label=name)
         ax_ms.plot(sizes, [r[name]['ms'] for r in rows], 'o-', label=name)
     for ax, label in ((ax_macs, 'GMACs'),
                       (ax_ms, f'CPU latency, ms ({torch.get_num_threads()}'
@@ -95,10 +94,12 @@ def plot(rows, out_file):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', default=osp.join(ROOT, 'docs',
-                                                  'scaling.png'))
-    parser.add_argument('--sizes', type=int, nargs='+',
-                        default=[224, 448, 672, 896, 1120, 1344])
+    parser.add_argument('--out', default=osp.join(ROOT, 'docs', 'scaling.png'))
+    parser.add_argument(
+        '--sizes',
+        type=int,
+        nargs='+',
+        default=[224, 448, 672, 896, 1120, 1344])
     parser.add_argument('--repeats', type=int, default=2)
     args = parser.parse_args(argv)
     rows = measure_scaling(args.sizes, args.repeats)

@@ -55,6 +55,14 @@ def gap(ours: float, thesis: float) -> str:
     return '' if abs(diff) <= 0.10 else f'disagrees by {diff:+.0%}'
 
 
+def gaps(**pairs) -> List[str]:
+    """'NAME disagrees by X%' for each (ours, thesis) pair off by > 10%."""
+    return [
+        f'{name} {gap(ours, thesis)}'
+        for name, (ours, thesis) in pairs.items() if gap(ours, thesis)
+    ]
+
+
 def load(name: str, override: Optional[Callable] = None) -> Config:
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     if override is not None:
@@ -90,12 +98,7 @@ def table_4_2(measure_fn, shape) -> List[str]:
     for model, config, depth, dim, gflops, params in TABLE_4_2:
         result = measure_fn(config, shape)
         ours_p, ours_g = result['params'] / 1e6, result['macs'] / 1e9
-        notes = [
-            n
-            for n in (gap(ours_p, params) and 'params ' + gap(ours_p, params),
-                      gap(ours_g, gflops) and 'MACs ' + gap(ours_g, gflops))
-            if n
-        ]
+        notes = gaps(params=(ours_p, params), MACs=(ours_g, gflops))
         lines.append(f'| {model} | {depth} | {dim} | {ours_p:.1f} ({params}) '
                      f'| {ours_g:.2f} ({gflops}) | {"; ".join(notes)} |')
     return lines
@@ -125,12 +128,7 @@ def table_4_7(measure_fn, shape) -> List[str]:
     for model, config, box_map, params, gflops in TABLE_4_7:
         result = measure_fn(config, shape)
         ours_p, ours_g = result['params'] / 1e6, result['macs'] / 1e9
-        notes = [
-            n
-            for n in (gap(ours_p, params) and 'params ' + gap(ours_p, params),
-                      gap(ours_g, gflops) and 'MACs ' + gap(ours_g, gflops))
-            if n
-        ]
+        notes = gaps(params=(ours_p, params), MACs=(ours_g, gflops))
         lines.append(
             f'| {model} | {box_map} | {ours_p:.1f} ({params}) | '
             f'{ours_g:.1f} ({gflops}) | {result["backbone_macs"] / 1e9:.1f} '

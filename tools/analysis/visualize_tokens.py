@@ -47,7 +47,9 @@ def test_pipeline(cfg):
     return Compose([s for s in steps if s['type'] != 'LoadAnnotations'])
 
 
-def kept_tokens(config: str, checkpoint: str, image_path: str,
+def kept_tokens(config: str,
+                checkpoint: str,
+                image_path: str,
                 device: str = 'cpu') -> Tuple[np.ndarray, List[dict]]:
     """Run the model on an image file; return the network input
     (h, w, 3 BGR, before padding) and, per pruning block, a dict with the
@@ -82,8 +84,11 @@ def kept_tokens(config: str, checkpoint: str, image_path: str,
         shown = shown[:height, :width]
     grid_h = math.ceil(shown.shape[0] / 16)
     grid_w = math.ceil(shown.shape[1] / 16)
-    layers = {id(m): i for i, m in enumerate(
-        m for m in model.modules() if isinstance(m, EAttention))}
+    layers = {
+        id(m): i
+        for i, m in enumerate(
+            m for m in model.modules() if isinstance(m, EAttention))
+    }
     panels = []
     for module, index, mask in records:
         prefix = module.num_prefix_tokens
@@ -92,8 +97,8 @@ def kept_tokens(config: str, checkpoint: str, image_path: str,
         pad_w = math.ceil(inputs.shape[-1] / 16)
         kept = np.zeros((math.ceil(inputs.shape[-2] / 16), pad_w), bool)
         kept.flat[cells] = True
-        panels.append(dict(index=layers[id(module)],
-                           kept=kept[:grid_h, :grid_w]))
+        panels.append(
+            dict(index=layers[id(module)], kept=kept[:grid_h, :grid_w]))
     return shown, panels
 
 
@@ -105,19 +110,20 @@ def draw(image: np.ndarray, panels: List[dict], out_file: str) -> str:
     rgb = image[..., ::-1]
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis('off')
     for ax, panel in zip(axes.flat, panels):
         kept = np.kron(panel['kept'], np.ones((16, 16), bool))
         kept = kept[:rgb.shape[0], :rgb.shape[1]]
-        dimmed = (rgb * np.where(kept[..., None], 1.0, 0.25)).astype(
-            np.uint8)
+        dimmed = (rgb * np.where(kept[..., None], 1.0, 0.25)).astype(np.uint8)
         ax.imshow(dimmed)
         total = panel['kept'].size
-        ax.set_title(f"block {panel['index']}: {panel['kept'].sum()}/"
-                     f'{total} kept', fontsize=9)
+        ax.set_title(
+            f"block {panel['index']}: {panel['kept'].sum()}/"
+            f'{total} kept',
+            fontsize=9)
     fig.suptitle('tokens kept by E-Attention')
     fig.tight_layout()
     fig.savefig(out_file, dpi=100)

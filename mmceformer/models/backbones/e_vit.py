@@ -5,8 +5,8 @@ import torch
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
-from mmceformer.registry import register_model
 from mmceformer.ops import tokens_to_grid
+from mmceformer.registry import register_model
 from ..layers import (ATTN_MODES, PRUNE_MODES, EAttention, SimplePyramid,
                       Tokens, attention_block)
 from ..layers.e_attention import check_choice

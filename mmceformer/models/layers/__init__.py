@@ -1,5 +1,4 @@
-from .e_attention import (ATTN_MODES, PRUNE_MODES, EAttention,
-                          EAttentionOutput)
+from .e_attention import ATTN_MODES, PRUNE_MODES, EAttention, EAttentionOutput
 from .simple_pyramid import SimplePyramid
 from .token_block import Tokens, attention_block
 

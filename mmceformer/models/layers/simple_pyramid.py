@@ -6,6 +6,7 @@ from mmpretrain.models.utils import build_norm_layer
 from torch import Tensor, nn
 
 STRIDES = (4, 8, 16, 32)
+STRIDE_INDICES = (0, 1, 2, 3)
 
 
 class SimplePyramid(BaseModule):
@@ -56,8 +57,7 @@ class SimplePyramid(BaseModule):
         self.branches = nn.ModuleList(branches[i]() for i in levels)
 
     @staticmethod
-    def out_channels(
-        embed_dims: int, levels: Sequence[int] = (0, 1, 2, 3)) -> Tuple[int]:
+    def out_channels(embed_dims: int, levels=STRIDE_INDICES) -> tuple:
         """Channels of the outputs, for the ``in_channels`` of mmdet's FPN
         or ChannelMapper."""
         all_channels = (embed_dims // 4, embed_dims // 2, embed_dims,

@@ -1,0 +1,58 @@
+"""The plain and Swin backbones inside mmdet's Mask R-CNN, every mode:
+one train step and one predict on two images of different sizes."""
+import pytest
+import torch
+from mmengine.hub import get_config
+from mmengine.registry import init_default_scope
+
+import mmceformer  # noqa: F401
+
+BACKBONES = {
+    'EViT':
+    dict(
+        type='EViT',
+        arch=dict(
+            embed_dims=48, num_layers=4, num_heads=3, feedforward_channels=96),
+        img_size=64,
+        prune_mode='skip',
+        out_type='pyramid'),
+    'ESwinTransformer':
+    dict(
+        type='ESwinTransformer',
+        arch=dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2]),
+        window_size=4,
+        pad_small_map=True,
+        out_indices=(0, 1, 2, 3)),
+}
+NECK_CHANNELS = {
+    'EViT': [12, 24, 48, 48],
+    'ESwinTransformer': [16, 32, 64, 128]
+}
+
+
+@pytest.mark.parametrize('mode', ['softmax', 'linear', 'prune', 'eattn'])
+@pytest.mark.parametrize('backbone', sorted(BACKBONES))
+def test_mask_rcnn_train_step_and_predict(backbone, mode):
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    init_default_scope('mmdet')
+    cfg = get_config('mmdet::_base_/models/mask-rcnn_r50_fpn.py')
+    cfg.model.backbone = dict(BACKBONES[backbone], attn_mode=mode)
+    cfg.model.neck.in_channels = NECK_CHANNELS[backbone]
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    packed = demo_mm_inputs(
+        2, [(3, 128, 160), (3, 120, 128)],
+        num_items=[2, 1],
+        num_classes=80,
+        with_mask=True)
+    model.train()
+    data = model.data_preprocessor(packed, True)
+    loss, _ = model.parse_losses(model(**data, mode='loss'))
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(packed, False)
+        results = model(**data, mode='predict')
+    assert [r.ori_shape for r in results] == [(128, 160), (120, 128)]
