@@ -5,12 +5,12 @@
 
 For each sequence length N (B=1, H=6, D=64 by default) it measures, in the
 same run: ``F.scaled_dot_product_attention`` (softmax), ``linear_attention``
-(cos-reweighted, eq. 3-9) and E-Attention at ``--keep-ratio`` (CLS scores of
-the linear kernel + inverse-CDF sampling + linear attention of the kept
-queries, eq. 3-14). It prints the median time over ``--repeats`` runs after
-``--warmup`` runs, the peak memory allocated during one call (CPU: growth
-of the peak resident set size in a fresh process; CUDA:
-``max_memory_allocated``), and
+(cos-reweighted, eq. 3-9) and E-Attention at ``--keep-ratio``
+(``mmceformer.ops.e_attention``: one pass over the keys for KV, z and the
+CLS row, inverse-CDF sampling, the kept queries only, eq. 3-14). It
+prints the median time over ``--repeats`` runs after ``--warmup`` runs,
+the peak memory allocated during one call (CPU: growth of the peak
+resident set size in a fresh process; CUDA: ``max_memory_allocated``), and
 both as ratios to SDPA. Nothing here is a test: numbers depend on the
 machine.
 """
@@ -25,8 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mmceformer.ops import (cls_attention_scores, gather_tokens,
-                            linear_attention, num_kept_tokens, sample_tokens)
+from mmceformer.ops import e_attention, linear_attention, num_kept_tokens
 
 
 def sdpa(q, k, v, keep_ratio):
@@ -37,17 +36,12 @@ def linear(q, k, v, keep_ratio):
     return linear_attention(q, k, v)
 
 
-def e_attention(q, k, v, keep_ratio):
-    num = q.shape[2]
-    scores = cls_attention_scores(q[:, :, 0], k)  # (B, N - 1)
-    index, mask = sample_tokens(scores, num_kept_tokens(keep_ratio, num - 1))
-    index = torch.cat([torch.zeros_like(index[:, :1]), index + 1], dim=1)
-    # (B, H, N, D) -> (B, H, 1 + R', D)
-    q_kept = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
-    return linear_attention(q_kept, k, v, q_pos=index, seq_len=num)
+def eattn(q, k, v, keep_ratio):
+    num_samples = num_kept_tokens(keep_ratio, q.shape[2] - 1)
+    return e_attention(q, k, v, num_samples)[0]
 
 
-METHODS = {'sdpa': sdpa, 'linear': linear, 'eattn': e_attention}
+METHODS = {'sdpa': sdpa, 'linear': linear, 'eattn': eattn}
 
 
 def _current_rss_bytes():

@@ -260,6 +260,55 @@ def safe_denominator(den: Tensor, eps: float) -> Tensor:
     return torch.where(den >= 0, den.clamp(min=eps), den.clamp(max=-eps))
 
 
+def _accumulate_keys(k_acc,
+                     v_acc,
+                     k_feat,
+                     valid,
+                     num_valid,
+                     feature_map,
+                     chunk_size,
+                     score_tilde=None):
+    """The key pass of eq. (3-9): ``KV = mean_j k~_j^T v_j`` (B, H, PD, Dv),
+    ``z = mean_j k~_j`` (B, H, PD, 1) and, with a lifted score query
+    ``score_tilde`` (B, H, 1, PD), its similarity to every key (B, H, Nk):
+    the CLS row of section 3.4 at no extra pass over the keys.
+
+    Chunks over tokens bound the temporaries (k~ is P times the size of k),
+    which also keeps them in cache and out of the page-fault path of large
+    allocations; the sums are unchanged."""
+    kv = z = 0
+    rows = []
+    for s in range(0, k_acc.shape[2], chunk_size):
+        e = s + chunk_size
+        k_tilde = _key_features(k_acc[:, :, s:e], k_feat[:, s:e],
+                                None if valid is None else valid[:, :, s:e],
+                                feature_map)  # (B, H, n, P * D)
+        kv = kv + k_tilde.transpose(-2, -1) @ v_acc[:, :, s:e]
+        z = z + k_tilde.sum(2).unsqueeze(-1)
+        if score_tilde is not None:
+            rows.append((k_tilde @ score_tilde.transpose(-2, -1))[..., 0])
+    # Means, not sums: finite in fp16/bf16 at 10^4+ tokens.
+    score_rows = torch.cat(rows, dim=2) if rows else None
+    return kv / num_valid, z / num_valid, score_rows
+
+
+def _apply_queries(q_acc, q_feat, kv, z, feature_map, eps, chunk_size):
+    """The query pass: ``out_i = q~_i KV / q~_i z`` for (B, H, Nq, D)."""
+    outs = []
+    for s in range(0, q_acc.shape[2], chunk_size):
+        e = s + chunk_size
+        q_tilde = lift_features(
+            feature_map_fn(q_acc[:, :, s:e], feature_map),
+            q_feat[:, s:e])  # (B, H, n, P * D)
+        denominator = q_tilde @ z  # (B, H, n, 1)
+        if feature_map == 'elu1':  # positive similarities
+            denominator = denominator.clamp(min=eps)
+        else:
+            denominator = safe_denominator(denominator, eps)
+        outs.append((q_tilde @ kv) / denominator)  # (B, H, n, Dv)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
 def linear_attention(q: Tensor,
                      k: Tensor,
                      v: Tensor,
@@ -312,33 +361,10 @@ def linear_attention(q: Tensor,
         q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid = _prepare(
             q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
             grid_size, q_group, k_group)
-        # Chunks over tokens bound the temporaries (k~, q~ are P times the
-        # size of k, q), which also keeps them in cache and out of the
-        # page-fault path of large allocations. The sums are unchanged.
-        kv = z = 0
-        for s in range(0, k_acc.shape[2], chunk_size):
-            e = s + chunk_size
-            k_tilde = _key_features(
-                k_acc[:, :, s:e], k_feat[:, s:e],
-                None if valid is None else valid[:, :, s:e], feature_map)
-            kv = kv + k_tilde.transpose(-2, -1) @ v_acc[:, :, s:e]
-            z = z + k_tilde.sum(2).unsqueeze(-1)
-        # Means, not sums: finite in fp16/bf16 at 10^4+ tokens.
-        kv = kv / num_valid  # (B, H, P * D, Dv)
-        z = z / num_valid  # (B, H, P * D, 1)
-        outs = []
-        for s in range(0, q_acc.shape[2], chunk_size):
-            e = s + chunk_size
-            q_tilde = lift_features(
-                feature_map_fn(q_acc[:, :, s:e], feature_map),
-                q_feat[:, s:e])  # (B, H, n, P * D)
-            denominator = q_tilde @ z  # (B, H, n, 1)
-            if feature_map == 'elu1':  # positive similarities
-                denominator = denominator.clamp(min=eps)
-            else:
-                denominator = safe_denominator(denominator, eps)
-            outs.append((q_tilde @ kv) / denominator)  # (B, H, n, Dv)
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        kv, z, _ = _accumulate_keys(k_acc, v_acc, k_feat, valid, num_valid,
+                                    feature_map, chunk_size)
+        out = _apply_queries(q_acc, q_feat, kv, z, feature_map, eps,
+                             chunk_size)
     return out.to(q.dtype)
 
 

@@ -187,6 +187,9 @@ def cls_attention_scores(
                     raise ValueError("score='cls_v' needs the values v")
                 row = row * v.float().norm(dim=-1)
             per_token = row.sum(1)[:, num_prefix_tokens:]  # (B, Nk - P)
+        # A negative similarity (identity feature map, "Ours-B") is no
+        # importance at all.
+        per_token = per_token.clamp(min=0)
         per_token = torch.where(image_mask, per_token,
                                 torch.zeros((), device=k.device))
         total = per_token.sum(-1, keepdim=True)

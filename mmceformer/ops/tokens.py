@@ -51,15 +51,19 @@ def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
         grid = scatter_tokens(
             image_x.new_zeros(batch, grid_h * grid_w, channels), cell, image_x,
             valid)
-    # (B, Hg * Wg, C) -> (B, C, Hg, Wg)
-    return grid.transpose(1, 2).reshape(batch, channels, grid_h, grid_w)
+    # (B, Hg * Wg, C) -> (B, Hg, Wg, C) -> (B, C, Hg, Wg), a channels-last
+    # view: no copy, and CPU depthwise convolutions run several times
+    # faster on it (oneDNN) than on a contiguous NCHW tensor.
+    return grid.reshape(batch, grid_h, grid_w, channels).permute(0, 3, 1, 2)
 
 
 def grid_to_tokens(grid: Tensor, pos: Tensor,
                    num_prefix_tokens: int) -> Tensor:
     """Read tokens back from a grid: (B, C, Hg, Wg) and the (B, N) positions
     of a token sequence -> (B, N - P, C) for its image tokens, in order."""
-    flat = grid.flatten(2).transpose(1, 2)  # (B, Hg * Wg, C)
+    # (B, C, Hg, Wg) -> (B, Hg, Wg, C) -> (B, Hg * Wg, C); a view when the
+    # grid is channels-last, as tokens_to_grid makes it.
+    flat = grid.permute(0, 2, 3, 1).flatten(1, 2)
     cell = pos[:, num_prefix_tokens:] - num_prefix_tokens
     in_order = cell.shape[1] == flat.shape[1] and bool(
         (cell == torch.arange(cell.shape[1], device=cell.device)).all())

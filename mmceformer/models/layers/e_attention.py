@@ -25,8 +25,9 @@ from torch import Tensor
 
 from mmceformer.ops import (FEATURE_MAPS, POS_WEIGHTS, SCORES, SELECTS,
                             check_keep_ratio, cls_attention_scores,
-                            gather_tokens, grid_to_tokens, linear_attention,
-                            num_kept_tokens, sample_tokens, tokens_to_grid)
+                            e_attention, gather_tokens, grid_to_tokens,
+                            linear_attention, num_kept_tokens, sample_tokens,
+                            tokens_to_grid)
 
 ATTN_MODES = ('softmax', 'linear', 'prune', 'eattn')
 PRUNE_MODES = ('drop', 'skip')
@@ -156,6 +157,13 @@ class EAttention(BaseModule):
             groups=embed_dims) if value_conv else None
 
     @property
+    def fused(self) -> bool:
+        """Whether this layer runs the one-pass E-Attention op: a pruning
+        layer with the linear kernel, CLS scores and a CLS token."""
+        return (self.prune_tokens and self.kernel == 'linear'
+                and self.score == 'cls' and self.num_prefix_tokens >= 1)
+
+    @property
     def kernel(self) -> str:
         return 'linear' if self.attn_mode in ('linear', 'eattn') else 'softmax'
 
@@ -216,37 +224,58 @@ class EAttention(BaseModule):
 
         index = mask = None
         q_pos = pos
-        if self.prune_tokens:
-            index, mask = self._sample(q, k, v, pos, seq_len, grid_size,
-                                       token_mask)
-            # (B, H, N, D) -> (B, H, P + R', D): only kept queries are computed
-            q = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
-            q_pos = gather_tokens(pos, index)
-            if attn_bias is not None:
-                attn_bias = attn_bias.expand(batch, -1, -1, -1).gather(
-                    2, index[:, None, :, None].expand(-1, attn_bias.shape[1],
-                                                      -1, attn_bias.shape[-1]))
-
-        if self.kernel == 'linear':
-            q_group = token_group
-            if token_group is not None and index is not None:
-                q_group = gather_tokens(token_group, index)
-            out = linear_attention(
+        if self.fused:
+            # E-Attention in one pass over the keys (eq. 3-14)
+            out, index, mask = e_attention(
                 q,
                 k,
                 v,
-                q_pos=q_pos,
-                k_pos=pos,
+                num_kept_tokens(self.keep_ratio,
+                                seq_len - self.num_prefix_tokens),
+                num_prefix_tokens=self.num_prefix_tokens,
+                pos=pos,
                 seq_len=seq_len,
-                key_mask=token_mask,
+                token_mask=token_mask,
                 feature_map=self.feature_map,
                 pos_weight=self.pos_weight,
                 grid_size=grid_size,
-                eps=self.eps,
-                q_group=q_group,
-                k_group=token_group)
+                token_group=token_group,
+                select=self.select,
+                deterministic=not self.training,
+                eps=self.eps)
+            q_pos = gather_tokens(pos, index)
         else:
-            out = self._softmax(q, k, v, token_mask, attn_bias)
+            if self.prune_tokens:
+                index, mask = self._sample(q, k, v, pos, seq_len, grid_size,
+                                           token_mask)
+                # (B, H, N, D) -> (B, H, P + R', D): kept queries only
+                q = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
+                q_pos = gather_tokens(pos, index)
+                if attn_bias is not None:
+                    attn_bias = attn_bias.expand(batch, -1, -1, -1).gather(
+                        2, index[:, None, :,
+                                 None].expand(-1, attn_bias.shape[1], -1,
+                                              attn_bias.shape[-1]))
+            if self.kernel == 'linear':
+                q_group = token_group
+                if token_group is not None and index is not None:
+                    q_group = gather_tokens(token_group, index)
+                out = linear_attention(
+                    q,
+                    k,
+                    v,
+                    q_pos=q_pos,
+                    k_pos=pos,
+                    seq_len=seq_len,
+                    key_mask=token_mask,
+                    feature_map=self.feature_map,
+                    pos_weight=self.pos_weight,
+                    grid_size=grid_size,
+                    eps=self.eps,
+                    q_group=q_group,
+                    k_group=token_group)
+            else:
+                out = self._softmax(q, k, v, token_mask, attn_bias)
         # (B, H, Nq, D) -> (B, Nq, C)
         out = out.transpose(1, 2).reshape(batch, -1, self.embed_dims)
         if self.value_conv is not None:

@@ -1,0 +1,48 @@
+"""The fused one-pass E-Attention op against its composition."""
+import pytest
+import torch
+
+from mmceformer.ops import (cls_attention_scores, e_attention, gather_tokens,
+                            linear_attention, sample_tokens)
+
+GRID = (4, 5)
+SEQ = 1 + 20
+
+
+def qkv(batch=3, heads=2, dim=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.randn(batch, heads, SEQ, dim, generator=gen) for _ in range(3))
+
+
+@pytest.mark.parametrize('pos_weight', [None, '1d', '2d'])
+@pytest.mark.parametrize('select', ['inverse_cdf', 'topk'])
+def test_fused_equals_scores_sampling_and_linear_attention(pos_weight, select):
+    q, k, v = qkv()
+    mask = torch.ones(3, SEQ, dtype=torch.bool)
+    mask[2, 15:] = False  # a padded sample
+    kwargs = dict(
+        seq_len=SEQ, feature_map='elu1', pos_weight=pos_weight, grid_size=GRID)
+    out, index, kept = e_attention(
+        q, k, v, 10, token_mask=mask, select=select, **kwargs)
+    scores = cls_attention_scores(
+        q[:, :, 0], k, key_mask=mask, **kwargs)  # (B, N - 1)
+    ref_kept, ref_mask = sample_tokens(scores, 10, mask[:, 1:], select=select)
+    assert torch.equal(index[:, 1:][kept[:, 1:]], (ref_kept + 1)[ref_mask])
+    q_kept = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
+    expected = linear_attention(
+        q_kept, k, v, q_pos=index, key_mask=mask, **kwargs)
+    rows = kept[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[rows], expected[rows], atol=1e-5, rtol=1e-5)
+
+
+def test_fused_chunking_and_errors():
+    q, k, v = qkv()
+    whole = e_attention(q, k, v, 8)
+    chunked = e_attention(q, k, v, 8, chunk_size=4)
+    torch.testing.assert_close(whole[0], chunked[0])
+    assert torch.equal(whole[1], chunked[1])
+    with pytest.raises(ValueError, match='num_prefix_tokens'):
+        e_attention(q, k, v, 8, num_prefix_tokens=0)
+    with pytest.raises(ValueError, match='self-attention'):
+        e_attention(q[:, :, :5], k, v, 8)
