@@ -6,6 +6,15 @@ import torch
 
 import mmceformer  # noqa: F401
 
+
+@pytest.fixture(autouse=True)
+def default_scope_mmpretrain():
+    """Each test starts in mmpretrain's scope, whatever an earlier test (a
+    Runner, an mmdet config) left as mmengine's global default scope."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
 # Shrink the backbone, keep every other option of the config.
 TINY = {
     'EViT':

@@ -31,7 +31,9 @@ def test_config_builds_trains_and_predicts(config, tiny_model_cfg):
         from mmdet.registry import MODELS
         from mmdet.testing import demo_mm_inputs
         model = MODELS.build(model_cfg)
-        num_classes = 80
+        heads = [model_cfg.get('bbox_head'),
+                 model_cfg.get('roi_head', {}).get('bbox_head')]
+        num_classes = next(h.num_classes for h in heads if h)
         packed = demo_mm_inputs(
             2, [(3, 128, 160), (3, 120, 128)],
             num_items=[3, 2],
@@ -47,6 +49,7 @@ def test_config_builds_trains_and_predicts(config, tiny_model_cfg):
                 for _ in range(2)
             ],
             data_samples=[DataSample().set_gt_label(i) for i in (3, 7)])
+    model.init_weights()  # as the Runner does (e.g. DETR's focal prior)
     model.train()
     data = model.data_preprocessor(packed, True)
     losses = model(**data, mode='loss')

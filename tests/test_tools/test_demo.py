@@ -54,7 +54,8 @@ def test_interrupted_training_resumes(tmp_path):
     first = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (work_dir / 'epoch_1.pth').exists():
+    # last_checkpoint is written once a checkpoint is complete
+    while not (work_dir / 'last_checkpoint').exists():
         assert first.poll() is None and time.time() < deadline
         time.sleep(0.2)
     first.kill()
