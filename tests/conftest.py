@@ -15,6 +15,7 @@ def default_scope_mmpretrain():
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         yield
 
+
 # Shrink the backbone, keep every other option of the config.
 TINY = {
     'EViT':

@@ -31,8 +31,10 @@ def test_config_builds_trains_and_predicts(config, tiny_model_cfg):
         from mmdet.registry import MODELS
         from mmdet.testing import demo_mm_inputs
         model = MODELS.build(model_cfg)
-        heads = [model_cfg.get('bbox_head'),
-                 model_cfg.get('roi_head', {}).get('bbox_head')]
+        heads = [
+            model_cfg.get('bbox_head'),
+            model_cfg.get('roi_head', {}).get('bbox_head')
+        ]
         num_classes = next(h.num_classes for h in heads if h)
         packed = demo_mm_inputs(
             2, [(3, 128, 160), (3, 120, 128)],

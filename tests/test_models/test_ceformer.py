@@ -3,6 +3,7 @@ import itertools
 
 import pytest
 import torch
+from helpers import images, in_mode
 
 from mmceformer.models import CEFormer
 
@@ -15,17 +16,6 @@ def tiny(**kwargs):
     kwargs.setdefault('arch', TINY)
     kwargs.setdefault('img_size', 64)
     return CEFormer(**kwargs)
-
-
-def in_mode(model, training):
-    """mmpretrain backbones' train()/eval() return None: set and return."""
-    model.train(training)
-    return model
-
-
-def images(batch=2, size=(64, 64), seed=0):
-    return torch.randn(
-        batch, 3, *size, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize('arch', ['s', 'm', 'l'])

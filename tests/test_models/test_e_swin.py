@@ -1,6 +1,7 @@
 """ESwinTransformer: mmpretrain's Swin with E-Attention in the windows."""
 import pytest
 import torch
+from helpers import images, in_mode
 from mmpretrain.models.backbones import SwinTransformer
 
 from mmceformer.models import ESwinTransformer
@@ -18,16 +19,6 @@ def tiny(**kwargs):
     kwargs.setdefault('out_indices', (0, 1, 2, 3))
     kwargs.setdefault('pad_small_map', True)
     return ESwinTransformer(**kwargs)
-
-
-def in_mode(model, training):
-    model.train(training)
-    return model
-
-
-def images(batch=2, size=(64, 64), seed=0):
-    return torch.randn(
-        batch, 3, *size, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize('arch', ['tiny', 'small'])

@@ -1,6 +1,7 @@
 """EViT: mmpretrain's ViT/DeiT with E-Attention."""
 import pytest
 import torch
+from helpers import images, in_mode
 from mmpretrain.models.backbones import VisionTransformer
 
 from mmceformer.models import EViT
@@ -14,17 +15,6 @@ def tiny(**kwargs):
     kwargs.setdefault('arch', TINY)
     kwargs.setdefault('img_size', 64)
     return EViT(**kwargs)
-
-
-def in_mode(model, training):
-    """mmpretrain backbones' train()/eval() return None: set and return."""
-    model.train(training)
-    return model
-
-
-def images(batch=2, size=(64, 64), seed=0):
-    return torch.randn(
-        batch, 3, *size, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize('arch', ['deit-tiny', 'deit-small', 'deit-base'])

@@ -1,0 +1,14 @@
+"""Small helpers shared by the tests (tests/ is on sys.path via conftest)."""
+import torch
+
+
+def in_mode(model, training):
+    """mmpretrain backbones' train()/eval() return None: set and return."""
+    model.train(training)
+    return model
+
+
+def images(batch=2, size=(64, 64), seed=0):
+    """(batch, 3, H, W) standard normal images, reproducible."""
+    return torch.randn(
+        batch, 3, *size, generator=torch.Generator().manual_seed(seed))
