@@ -8,24 +8,22 @@ same run: ``F.scaled_dot_product_attention`` (softmax), ``linear_attention``
 (cos-reweighted, eq. 3-9) and E-Attention at ``--keep-ratio``
 (``mmceformer.ops.e_attention``: one pass over the keys for KV, z and the
 CLS row, inverse-CDF sampling, the kept queries only, eq. 3-14). It
-prints the median time over ``--repeats`` runs after ``--warmup`` runs,
-the peak memory allocated during one call (CPU: growth of the peak
-resident set size in a fresh process; CUDA: ``max_memory_allocated``), and
-both as ratios to SDPA. Nothing here is a test: numbers depend on the
+prints the median time over ``--repeats`` runs after ``--warmup`` runs
+(the three kernels interleaved), the peak memory allocated during one call
+(CPU: growth of the peak resident set size in a fresh process, its
+high-water mark reset first; CUDA: ``max_memory_allocated``), and both as
+ratios to SDPA. Nothing here is a test: numbers depend on the
 machine.
 """
 import argparse
-import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 from mmceformer.ops import e_attention, linear_attention, num_kept_tokens
+from mmceformer.utils.complexity import interleaved_latency
 
 
 def sdpa(q, k, v, keep_ratio):
@@ -44,21 +42,28 @@ def eattn(q, k, v, keep_ratio):
 METHODS = {'sdpa': sdpa, 'linear': linear, 'eattn': eattn}
 
 
-def _current_rss_bytes():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+def _status_bytes(field):
+    """VmRSS / VmHWM of this process, in bytes."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def _peak_rss_child(method, num, batch, heads, dim, keep_ratio):
-    """In a fresh process: the growth of peak RSS during one call."""
+    """In a fresh process: the growth of peak RSS during one call. The
+    kernel's high-water mark is reset first (``clear_refs`` 5), so the
+    import of torch and friends does not count."""
     gen = torch.Generator().manual_seed(num)
     q, k, v = (
         torch.randn(batch, heads, num, dim, generator=gen) for _ in range(3))
-    before = _current_rss_bytes()
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    before = _status_bytes('VmRSS')
     with torch.no_grad():
         METHODS[method](q, k, v, keep_ratio)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(max(peak - before, 0))
+    print(max(_status_bytes('VmHWM') - before, 0))
 
 
 def peak_memory(method, num, args, device):
@@ -92,21 +97,6 @@ def peak_memory(method, num, args, device):
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def median_time(fn, device, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def run(args, device):
     rows = []
     for num in args.lengths:
@@ -115,11 +105,12 @@ def run(args, device):
             torch.randn(args.batch, args.heads, num, args.dim,
                         generator=gen).to(device) for _ in range(3))
         row = {'N': num}
-        for name, method in METHODS.items():
-            with torch.no_grad():
-                call = lambda: method(q, k, v, args.keep_ratio)  # noqa: E731
-                row[name + '_ms'] = 1e3 * median_time(
-                    call, device, args.warmup, args.repeats)
+        seconds = interleaved_latency([
+            lambda m=method: m(q, k, v, args.keep_ratio)
+            for method in METHODS.values()
+        ], args.warmup, args.repeats, device)
+        for name, median in zip(METHODS, seconds):
+            row[name + '_ms'] = 1e3 * median
             row[name + '_mib'] = peak_memory(name, num, args, device) / 2**20
         rows.append(row)
     return rows

@@ -10,7 +10,7 @@ from torch import Tensor
 from .linear_attention import (_accumulate_keys, _apply_queries, _prepare,
                                feature_map_fn, lift_features, safe_denominator)
 from .token_sampling import sample_tokens
-from .tokens import gather_tokens
+from .tokens import gather_tokens, with_prefix
 
 
 def e_attention(q: Tensor,
@@ -96,10 +96,7 @@ def e_attention(q: Tensor,
             select=select,
             deterministic=deterministic,
             generator=generator)  # (B, R')
-        head = torch.arange(prefix, device=q.device).expand(batch, prefix)
-        index = torch.cat([head, kept + prefix], dim=1)  # (B, P + R')
-        mask = torch.cat([torch.ones_like(head, dtype=torch.bool), kept_mask],
-                         dim=1)
+        index, mask = with_prefix(kept, kept_mask, prefix)  # (B, P + R')
         # (B, H, N, D) -> (B, H, P + R', D); features (1|B, N, F) likewise
         q_kept = gather_tokens(q_acc.transpose(1, 2), index).transpose(1, 2)
         feat_kept = gather_tokens(q_feat.expand(batch, num, -1), index)

@@ -30,7 +30,8 @@ FEATURE_MAPS = ('elu1', 'identity')
 POS_WEIGHTS = (None, '1d', '2d')
 
 
-def _check_choice(name, value, allowed):
+def check_choice(name, value, allowed):
+    """ValueError naming the option and its allowed values."""
     if value not in allowed:
         raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
 
@@ -38,7 +39,7 @@ def _check_choice(name, value, allowed):
 def feature_map_fn(x: Tensor, feature_map: str = 'elu1') -> Tensor:
     """The non-negative map ``phi`` of eq. (3-7) (``'elu1'``: x + 1 for
     x >= 0, e^x otherwise) or eq. (3-20) (``'identity'``)."""
-    _check_choice('feature_map', feature_map, FEATURE_MAPS)
+    check_choice('feature_map', feature_map, FEATURE_MAPS)
     if feature_map == 'elu1':
         # == F.elu(x) + 1, at less than half its cost on the CPU
         return torch.exp(x.clamp(max=0)) + x.clamp(min=0)
@@ -70,17 +71,23 @@ def _default_position_features(num, seq_len, pos_weight, grid_size, device):
 
 
 def _features(pos, num, batch, name, seq_len, pos_weight, grid_size, device):
-    """Validated positions -> (query features, key features), (1|B, N, P)."""
+    """Validated positions -> (query features, key features), (1|B, N, P).
+    ``None`` stands for ``arange(num)``, whose features are cached."""
     if pos is None:
+        if pos_weight is not None and num > seq_len:
+            raise ValueError(f'{name} must lie in [0, seq_len={seq_len}), got '
+                             f'{num} default positions')
         grid = None if grid_size is None else tuple(int(g) for g in grid_size)
         return _default_position_features(num, seq_len, pos_weight, grid,
                                           device)
     pos = _normalise_positions(pos, num, batch, name, device)
-    if pos.numel() and (int(pos.max()) >= seq_len or int(pos.min()) < 0):
-        raise ValueError(
-            f'{name} must lie in [0, seq_len={seq_len}), got values in '
-            f'[{int(pos.min())}, {int(pos.max())}]; pass the original '
-            'sequence length as seq_len')
+    if pos.numel():
+        low, high = (int(v) for v in pos.aminmax())  # one device sync
+        if low < 0 or high >= seq_len:
+            raise ValueError(
+                f'{name} must lie in [0, seq_len={seq_len}), got values in '
+                f'[{low}, {high}]; pass the original sequence length as '
+                'seq_len')
     return position_features(pos, seq_len, pos_weight, grid_size)
 
 
@@ -115,7 +122,7 @@ def position_features(
     Returns:
         tuple[Tensor, Tensor]: ``a`` and ``b``, float32, (B, N, P) each.
     """
-    _check_choice('pos_weight', pos_weight, POS_WEIGHTS)
+    check_choice('pos_weight', pos_weight, POS_WEIGHTS)
     if pos_weight is None:
         ones = torch.ones(*pos.shape, 1, device=pos.device)
         return ones, ones
@@ -169,8 +176,8 @@ def _prepare(q,
              k_group=None):
     """Validate arguments; return fp32 phi(q), phi(k), v, position features
     and the (B, Nk) key mask."""
-    _check_choice('feature_map', feature_map, FEATURE_MAPS)
-    _check_choice('pos_weight', pos_weight, POS_WEIGHTS)
+    check_choice('feature_map', feature_map, FEATURE_MAPS)
+    check_choice('pos_weight', pos_weight, POS_WEIGHTS)
     for name, t in (('q', q), ('k', k), ('v', v)):
         if t.dim() != 4:
             raise ValueError(f'{name} must be (B, H, N, D), got shape '
@@ -188,10 +195,6 @@ def _prepare(q,
     seq_len = int(seq_len)
     if seq_len < 1:
         raise ValueError(f'seq_len must be >= 1, got {seq_len}')
-    if pos_weight == '1d' and q_pos is None and k_pos is None \
-            and num_q > seq_len:
-        raise ValueError(f'q_pos must lie in [0, seq_len={seq_len}), got '
-                         f'{num_q} default positions')
     q_feat, _ = _features(q_pos, num_q, batch, 'q_pos', seq_len, pos_weight,
                           grid_size, q.device)
     _, k_feat = _features(k_pos, num_k, batch, 'k_pos', seq_len, pos_weight,

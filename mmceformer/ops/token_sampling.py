@@ -8,9 +8,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, _check_choice,
-                               _normalise_positions, feature_map_fn,
-                               lift_features, position_features)
+from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, _features,
+                               check_choice, feature_map_fn, lift_features)
 
 SCORES = ('cls', 'cls_v', 'all', 'random')
 SELECTS = ('inverse_cdf', 'topk')
@@ -105,10 +104,10 @@ def cls_attention_scores(
         Tensor: (B, Nk - P) float32 scores, zero on masked tokens, each row
         summing to 1 over its valid tokens (all zero if it has none).
     """
-    _check_choice('kernel', kernel, KERNELS)
-    _check_choice('score', score, SCORES)
-    _check_choice('feature_map', feature_map, FEATURE_MAPS)
-    _check_choice('pos_weight', pos_weight, POS_WEIGHTS)
+    check_choice('kernel', kernel, KERNELS)
+    check_choice('score', score, SCORES)
+    check_choice('feature_map', feature_map, FEATURE_MAPS)
+    check_choice('pos_weight', pos_weight, POS_WEIGHTS)
     if k.dim() != 4:
         raise ValueError(f'k must be (B, H, Nk, D), got {tuple(k.shape)}')
     batch, heads, num_k, dim = k.shape
@@ -130,10 +129,8 @@ def cls_attention_scores(
     use_pos = kernel == 'linear' and pos_weight is not None
     k_feat = None
     if use_pos:
-        k_pos = _normalise_positions(k_pos, num_k, batch, 'k_pos', k.device)
-        if int(k_pos.max()) >= seq_len:
-            raise ValueError(f'k_pos must lie in [0, seq_len={seq_len})')
-        _, k_feat = position_features(k_pos, seq_len, pos_weight, grid_size)
+        _, k_feat = _features(k_pos, num_k, batch, 'k_pos', seq_len,
+                              pos_weight, grid_size, k.device)
     image_mask = key_mask[:, num_prefix_tokens:]
 
     with torch.autocast(device_type=k.device.type, enabled=False):
@@ -152,10 +149,8 @@ def cls_attention_scores(
                     batch, num_q, dtype=torch.bool, device=q.device)
             q_feat = None
             if use_pos:
-                q_pos = _normalise_positions(q_pos, num_q, batch, 'q_pos',
-                                             q.device)
-                q_feat, _ = position_features(q_pos, seq_len, pos_weight,
-                                              grid_size)
+                q_feat, _ = _features(q_pos, num_q, batch, 'q_pos', seq_len,
+                                      pos_weight, grid_size, q.device)
             received = torch.zeros(batch, heads, num_k, device=k.device)
             # Chunks over queries bound the memory of the softmax kernel; the
             # linear kernel could do it in one go but the sums are the same.
@@ -175,9 +170,9 @@ def cls_attention_scores(
             q_feat = None
             if use_pos and q_cls_pos is not None:
                 pos = torch.as_tensor(q_cls_pos, device=k.device).long()
-                pos = pos.reshape(-1, 1).expand(batch, 1)
-                q_feat, _ = position_features(pos, seq_len, pos_weight,
-                                              grid_size)
+                q_feat, _ = _features(
+                    pos.reshape(-1, 1), 1, batch, 'q_cls_pos', seq_len,
+                    pos_weight, grid_size, k.device)
             key_feat = None if q_feat is None else k_feat
             row = _query_attention_rows(q_cls, k, key_mask, kernel, scale,
                                         q_feat, key_feat, feature_map,
@@ -228,7 +223,7 @@ def sample_tokens(
         ``mask`` (B, R') bool, True for real entries. R' is the largest
         count in the batch.
     """
-    _check_choice('select', select, SELECTS)
+    check_choice('select', select, SELECTS)
     if scores.dim() != 2:
         raise ValueError(f'scores must be (B, N), got {tuple(scores.shape)}')
     if not isinstance(num_samples, int) or num_samples < 1:

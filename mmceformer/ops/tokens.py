@@ -23,6 +23,16 @@ def scatter_tokens(base: Tensor, index: Tensor, src: Tensor,
     return out[:, :num]
 
 
+def _is_full_grid(num_image: int, mask, grid_size) -> bool:
+    """Whether a sequence holds every grid token, in raster order.
+
+    Token sequences here always keep their tokens in spatial order (pruning
+    keeps order, padding goes last), so a sequence without padding whose
+    image-token count fills the grid is the grid itself; no comparison of
+    positions (a device sync) is needed on this hot path."""
+    return mask is None and num_image == grid_size[0] * grid_size[1]
+
+
 def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
                    grid_size) -> Tensor:
     """Image tokens onto their grid for a convolution.
@@ -42,8 +52,8 @@ def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
     batch, num, channels = x.shape
     grid_h, grid_w = grid_size
     image_x = x[:, num_prefix_tokens:]
-    if num - num_prefix_tokens == grid_h * grid_w and mask is None:
-        grid = image_x  # the full grid in raster order
+    if _is_full_grid(num - num_prefix_tokens, mask, grid_size):
+        grid = image_x
     else:
         cell = pos[:, num_prefix_tokens:] - num_prefix_tokens
         valid = torch.ones_like(cell, dtype=torch.bool) if mask is None \
@@ -57,19 +67,30 @@ def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
     return grid.reshape(batch, grid_h, grid_w, channels).permute(0, 3, 1, 2)
 
 
-def grid_to_tokens(grid: Tensor, pos: Tensor,
+def grid_to_tokens(grid: Tensor, pos: Tensor, mask,
                    num_prefix_tokens: int) -> Tensor:
     """Read tokens back from a grid: (B, C, Hg, Wg) and the (B, N) positions
-    of a token sequence -> (B, N - P, C) for its image tokens, in order."""
+    and (B, N) mask (or None) of a token sequence -> (B, N - P, C) for its
+    image tokens, in order (padding rows read an arbitrary cell)."""
     # (B, C, Hg, Wg) -> (B, Hg, Wg, C) -> (B, Hg * Wg, C); a view when the
     # grid is channels-last, as tokens_to_grid makes it.
     flat = grid.permute(0, 2, 3, 1).flatten(1, 2)
     cell = pos[:, num_prefix_tokens:] - num_prefix_tokens
-    in_order = cell.shape[1] == flat.shape[1] and bool(
-        (cell == torch.arange(cell.shape[1], device=cell.device)).all())
-    if in_order:
+    if _is_full_grid(cell.shape[1], mask, grid.shape[-2:]):
         return flat
     return gather_tokens(flat, cell.clamp(min=0))
+
+
+def with_prefix(kept: Tensor, kept_mask: Tensor, num_prefix_tokens: int):
+    """Indices into image tokens (B, R') -> indices into the sequence with
+    the P prefix tokens in front, (B, P + R'), and the matching mask."""
+    batch = kept.shape[0]
+    head = torch.arange(
+        num_prefix_tokens, device=kept.device).expand(batch, num_prefix_tokens)
+    index = torch.cat([head, kept + num_prefix_tokens], dim=1)
+    mask = torch.cat([torch.ones_like(head, dtype=torch.bool), kept_mask],
+                     dim=1)
+    return index, mask
 
 
 def mask_to_index(mask: Tensor):

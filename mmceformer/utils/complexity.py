@@ -5,10 +5,12 @@ that executes (``torch.utils.flop_counter``), so attention is included
 (``scaled_dot_product_attention``, which mmengine's counter reports as 0,
 and the products of the linear kernel) and pruned blocks count the tokens
 they keep for the given input. Element-wise operations are not counted, as
-in mmengine/fvcore. Used by ``tools/analysis/get_flops.py``,
-``benchmark.py`` and ``reproduce_tables.py``.
+in mmengine/fvcore. Also the interleaved latency timer of the benchmark
+tools. Used by ``tools/analysis/*.py`` and ``tools/benchmark_attention.py``.
 """
-from typing import Dict, Optional, Sequence
+import statistics
+import time
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -123,3 +125,32 @@ def format_result(result: Dict) -> str:
         tokens = ' '.join(f'{t:.0f}' for t in result['tokens'])
         lines.append(f'kept image tokens after each block: {tokens}')
     return '\n'.join(lines)
+
+
+def interleaved_latency(fns: Sequence,
+                        warmup: int = 1,
+                        repeats: int = 3,
+                        device='cpu') -> List[float]:
+    """Median seconds of each ``fn()``, without gradients. The calls are
+    interleaved run by run (after ``warmup`` rounds), so that the compared
+    models share the machine's state; CUDA is synchronised around each."""
+    device = torch.device(device)
+
+    def timed(fn):
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    samples = [[] for _ in fns]
+    with torch.no_grad():
+        for _ in range(warmup):
+            for fn in fns:
+                fn()
+        for _ in range(repeats):
+            for i, fn in enumerate(fns):
+                samples[i].append(timed(fn))
+    return [statistics.median(s) for s in samples]

@@ -10,15 +10,13 @@ no gradients); with ``--baseline`` the other model is timed in the same
 process, interleaved run by run, and the speed-up is printed.
 """
 import argparse
-import statistics
-import time
 from typing import Dict, Optional, Sequence
 
 import torch
 from mmengine.config import Config
 
 import mmceformer  # noqa: F401
-from mmceformer.utils.complexity import build_model
+from mmceformer.utils.complexity import build_model, interleaved_latency
 
 
 def _forward_fn(model, scope, inputs, part):
@@ -50,16 +48,6 @@ def prepare(config, checkpoint, shape, batch, device, part):
     return _forward_fn(model, scope, inputs, part)
 
 
-def _timed(fn, device) -> float:
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def benchmark(configs: Sequence,
               shape=(224, 224),
               batch: int = 1,
@@ -76,17 +64,9 @@ def benchmark(configs: Sequence,
         prepare(c, ckpt, shape, batch, device, part)
         for c, ckpt in zip(configs, checkpoints)
     ]
-    times = [[] for _ in fns]
-    with torch.no_grad():
-        for _ in range(warmup):
-            for fn in fns:
-                fn()
-        for _ in range(repeats):
-            for i, fn in enumerate(fns):
-                times[i].append(_timed(fn, device))
+    seconds = interleaved_latency(fns, warmup, repeats, device)
     results = {}
-    for i, (config, samples) in enumerate(zip(configs, times)):
-        median = statistics.median(samples)
+    for i, (config, median) in enumerate(zip(configs, seconds)):
         name = config if isinstance(config, str) else (
             getattr(config, 'filename', None) or f'model_{i}')
         results[name] = dict(

@@ -12,14 +12,13 @@ detection (pruned tokens skip blocks) instead of the classification one.
 """
 import argparse
 import os.path as osp
-import statistics
-import time
 
 import torch
 from mmengine.config import Config
 
 import mmceformer  # noqa: F401
-from mmceformer.utils.complexity import build_model, count_macs
+from mmceformer.utils.complexity import (build_model, count_macs,
+                                         interleaved_latency)
 
 
 def parse_shape(text):
@@ -38,27 +37,17 @@ def compare(configs, shapes, repeats=3, device='cpu', prune_mode=None):
     rows = []
     for shape in shapes:
         x = torch.randn(1, 3, *shape, device=device)
-        times = [[] for _ in models]
-        with torch.no_grad():
-            for model in models:
-                model(x)
-            for _ in range(repeats):
-                for i, model in enumerate(models):
-                    if device != 'cpu':
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    model(x)
-                    if device != 'cpu':
-                        torch.cuda.synchronize()
-                    times[i].append(time.perf_counter() - start)
+        seconds = interleaved_latency([lambda m=m: m(x) for m in models],
+                                      repeats=repeats,
+                                      device=device)
         macs = [count_macs(lambda: m(x)) for m in models]
-        for config, mac, samples in zip(configs, macs, times):
+        for config, mac, median in zip(configs, macs, seconds):
             rows.append(
                 dict(
                     config=osp.basename(config),
                     shape=shape,
                     gmacs=mac / 1e9,
-                    ms=1e3 * statistics.median(samples)))
+                    ms=1e3 * median))
     return rows
 
 

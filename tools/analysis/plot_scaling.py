@@ -14,13 +14,12 @@ import argparse
 import json
 import os
 import os.path as osp
-import statistics
-import time
 
 import torch
 
 import mmceformer  # noqa: F401
-from mmceformer.utils.complexity import build_model, count_macs
+from mmceformer.utils.complexity import (build_model, count_macs,
+                                         interleaved_latency)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODELS = {
@@ -48,19 +47,11 @@ def measure_scaling(sizes, repeats=2, models=MODELS):
         shape = shape_for(size)
         x = torch.randn(1, 3, *shape)
         row = dict(size=size, shape=shape)
-        with torch.no_grad():
-            for backbone in backbones.values():
-                backbone(x)  # warm-up
-            times = {name: [] for name in backbones}
-            for _ in range(repeats):
-                for name, backbone in backbones.items():
-                    start = time.perf_counter()
-                    backbone(x)
-                    times[name].append(time.perf_counter() - start)
-        for name, backbone in backbones.items():
+        seconds = interleaved_latency(
+            [lambda b=b: b(x) for b in backbones.values()], repeats=repeats)
+        for (name, backbone), median in zip(backbones.items(), seconds):
             row[name] = dict(
-                gmacs=count_macs(lambda: backbone(x)) / 1e9,
-                ms=1e3 * statistics.median(times[name]))
+                gmacs=count_macs(lambda: backbone(x)) / 1e9, ms=1e3 * median)
         rows.append(row)
         print(json.dumps(row))
     return rows

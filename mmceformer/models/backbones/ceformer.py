@@ -24,11 +24,10 @@ from mmpretrain.models.utils import (build_norm_layer, resize_pos_embed,
                                      to_2tuple)
 from torch import Tensor, nn
 
-from mmceformer.ops import grid_to_tokens, tokens_to_grid
+from mmceformer.ops import (check_choice, gather_tokens, grid_to_tokens,
+                            tokens_to_grid)
 from mmceformer.registry import register_model
-from ..layers import (ATTN_MODES, PRUNE_MODES, EAttention, SimplePyramid,
-                      Tokens, attention_block)
-from ..layers.e_attention import check_choice
+from ..layers import EAttention, SimplePyramid, Tokens, attention_block
 from .e_vit import resolve_prune_layers
 
 
@@ -80,32 +79,46 @@ class ConvFFN(BaseModule):
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, kept: Tokens, context: Optional[Tokens],
-                num_prefix_tokens: int, grid_size) -> Tensor:
+    def forward(self,
+                source: Tokens,
+                num_prefix_tokens: int,
+                grid_size,
+                out_pos: Optional[Tensor] = None,
+                out_mask: Optional[Tensor] = None) -> Tensor:
         """
         Args:
-            kept (Tokens): (B, N', C) normalised tokens to update.
-            context (Tokens | None): (B, N, C) normalised full sequence whose
-                grid the convolutions see (``skip`` mode); None: the grid of
-                ``kept`` itself, zero where tokens were dropped.
+            source (Tokens): (B, N, C) normalised tokens whose grid the
+                convolutions see: the kept tokens (``drop`` mode; dropped
+                cells are zero) or the full sequence (``skip`` mode).
             num_prefix_tokens (int): P, tokens without a cell (CLS).
             grid_size (tuple[int, int]): (Hg, Wg).
+            out_pos (Tensor | None): (B, N') original indices of the tokens
+                to return, a subset of the full ``source`` sequence (``skip``
+                mode: the kept ones); None returns every source token.
+            out_mask (Tensor | None): (B, N') bool padding mask of them.
 
         Returns:
-            Tensor: (B, N', C) FFN outputs for ``kept``.
+            Tensor: (B, N', C) FFN outputs.
         """
-        hidden = self.fc1(kept.x)  # (B, N', hidden)
+        hidden = self.fc1(source.x)  # (B, N, hidden), once per token
+        out_tokens = source
+        if out_pos is not None:
+            # a full source is in raster order: row p holds token p
+            hidden_out = gather_tokens(hidden, out_pos)  # (B, N', hidden)
+            out_tokens = Tokens(hidden_out, out_pos, out_mask)
+        else:
+            hidden_out = hidden
         if len(self.dw_convs):
-            source = kept if context is None else context
-            source_hidden = hidden if context is None else self.fc1(source.x)
             # (B, N, hidden) -> (B, hidden, Hg, Wg)
-            grid = tokens_to_grid(source_hidden, source.pos, source.mask,
+            grid = tokens_to_grid(hidden, source.pos, source.mask,
                                   num_prefix_tokens, grid_size)
             local = sum(conv(grid) for conv in self.dw_convs)
-            local = grid_to_tokens(local, kept.pos, num_prefix_tokens)
-            hidden = torch.cat([hidden[:, :num_prefix_tokens], local], dim=1)
-        hidden = self.drop(self.act(hidden))
-        return self.drop(self.fc2(hidden))
+            local = grid_to_tokens(local, out_tokens.pos, out_tokens.mask,
+                                   num_prefix_tokens)
+            hidden_out = torch.cat([hidden_out[:, :num_prefix_tokens], local],
+                                   dim=1)
+        hidden_out = self.drop(self.act(hidden_out))
+        return self.drop(self.fc2(hidden_out))
 
 
 class CEFormerBlock(BaseModule):
@@ -128,11 +141,14 @@ class CEFormerBlock(BaseModule):
         prefix = self.attn.num_prefix_tokens
 
         def ffn_residual(kept: Tokens, context: Optional[Tokens]) -> Tensor:
-            normed = kept._replace(x=self.ln2(kept.x))
-            if context is not None:
-                context = context._replace(x=self.ln2(context.x))
-            return kept.x + self.drop_path(
-                self.ffn(normed, context, prefix, grid_size))
+            if context is None:
+                out = self.ffn(
+                    kept._replace(x=self.ln2(kept.x)), prefix, grid_size)
+            else:  # skip: the convolutions see every token of the grid
+                out = self.ffn(
+                    context._replace(x=self.ln2(context.x)), prefix, grid_size,
+                    kept.pos, kept.mask)
+            return kept.x + self.drop_path(out)
 
         return attention_block(tokens, self.attn, self.ln1, self.drop_path,
                                ffn_residual, seq_len, grid_size)
@@ -223,8 +239,6 @@ class CEFormer(BaseBackbone):
         else:
             raise ValueError(f"arch must be one of {tuple(self.arch_zoo)} or "
                              f'a dict, got {arch!r}')
-        check_choice('attn_mode', attn_mode, ATTN_MODES)
-        check_choice('prune_mode', prune_mode, PRUNE_MODES)
         check_choice('out_type', out_type, self.OUT_TYPES)
         self.embed_dims = settings['embed_dims']
         self.depth = settings['depth']

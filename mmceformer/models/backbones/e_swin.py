@@ -7,11 +7,11 @@ from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.utils import resize_pos_embed
 from torch import Tensor
 
-from mmceformer.ops import (gather_tokens, groups_from_block_mask,
-                            mask_to_index, scatter_tokens)
+from mmceformer.ops import (check_choice, gather_tokens,
+                            groups_from_block_mask, mask_to_index,
+                            scatter_tokens)
 from mmceformer.registry import register_model
-from ..layers import ATTN_MODES, EAttention, EAttentionOutput
-from ..layers.e_attention import check_choice
+from ..layers import EAttention, EAttentionOutput
 from .e_vit import resolve_prune_layers
 
 
@@ -142,7 +142,6 @@ class ESwinTransformer(SwinTransformer):
                  feature_map: str = 'elu1',
                  pos_weight: Optional[str] = '1d',
                  **kwargs):
-        check_choice('attn_mode', attn_mode, ATTN_MODES)
         check_choice('prune_mode', prune_mode, ('skip', ))
         super().__init__(*args, **kwargs)
         self.attn_mode = attn_mode
@@ -180,7 +179,8 @@ class ESwinTransformer(SwinTransformer):
                 else:
                     x = block(x, hw_shape)
                     self.token_counts.append(
-                        torch.full((x.shape[0], ), x.shape[1]))
+                        torch.full((x.shape[0], ), x.shape[1],
+                                   device=x.device))
             if stage.downsample is not None and self.out_after_downsample:
                 x, hw_shape = stage.downsample(x, hw_shape)
             if i in self.out_indices:
@@ -203,7 +203,7 @@ class ESwinTransformer(SwinTransformer):
         index, valid = mask_to_index(keep)  # (B, K) kept tokens
         kept = gather_tokens(x, index)
         kept = block.ffn(block.norm2(kept), identity=kept)
-        self.token_counts.append(keep.sum(-1).cpu())
+        self.token_counts.append(keep.sum(-1))
         return scatter_tokens(x, index, kept, valid)
 
     @staticmethod

@@ -5,11 +5,9 @@ import torch
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
-from mmceformer.ops import tokens_to_grid
+from mmceformer.ops import check_choice, tokens_to_grid
 from mmceformer.registry import register_model
-from ..layers import (ATTN_MODES, PRUNE_MODES, EAttention, SimplePyramid,
-                      Tokens, attention_block)
-from ..layers.e_attention import check_choice
+from ..layers import EAttention, SimplePyramid, Tokens, attention_block
 
 
 def resolve_prune_layers(prune_layers: Optional[Sequence[int]],
@@ -79,8 +77,6 @@ class EViT(VisionTransformer):
                  out_type: str = 'cls_token',
                  pyramid_levels: Sequence[int] = (0, 1, 2, 3),
                  **kwargs):
-        check_choice('attn_mode', attn_mode, ATTN_MODES)
-        check_choice('prune_mode', prune_mode, PRUNE_MODES)
         check_choice('out_type', out_type, tuple(sorted(self.OUT_TYPES)))
         super().__init__(*args, out_type=out_type, **kwargs)
         self.attn_mode = attn_mode

@@ -24,18 +24,13 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmceformer.ops import (FEATURE_MAPS, POS_WEIGHTS, SCORES, SELECTS,
-                            check_keep_ratio, cls_attention_scores,
-                            e_attention, gather_tokens, grid_to_tokens,
-                            linear_attention, num_kept_tokens, sample_tokens,
-                            tokens_to_grid)
+                            check_choice, check_keep_ratio,
+                            cls_attention_scores, e_attention, gather_tokens,
+                            grid_to_tokens, linear_attention, num_kept_tokens,
+                            sample_tokens, tokens_to_grid, with_prefix)
 
 ATTN_MODES = ('softmax', 'linear', 'prune', 'eattn')
 PRUNE_MODES = ('drop', 'skip')
-
-
-def check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
 
 
 class EAttentionOutput(NamedTuple):
@@ -213,10 +208,11 @@ class EAttention(BaseModule):
             raise ValueError(f"token_group is for the linear kernel; with "
                              f"attn_mode='{self.attn_mode}' pass an attn_bias")
         seq_len = num if seq_len is None else int(seq_len)
-        if pos is None:
-            pos = torch.arange(num, device=x.device)
-        if pos.dim() == 1:
-            pos = pos.expand(batch, num)
+        # Kernels take pos=None as arange(N) (their position features are
+        # cached then); the explicit (B, N) positions are built only where
+        # tokens are picked.
+        all_pos = torch.arange(num, device=x.device) if pos is None else pos
+        all_pos = all_pos.expand(batch, num)
         # (B, N, 3C) -> (3, B, H, N, C/H)
         qkv = self.qkv(x).reshape(batch, num, 3, self.num_heads,
                                   self.head_dims).permute(2, 0, 3, 1, 4)
@@ -224,6 +220,7 @@ class EAttention(BaseModule):
 
         index = mask = None
         q_pos = pos
+        q_mask = token_mask
         if self.fused:
             # E-Attention in one pass over the keys (eq. 3-14)
             out, index, mask = e_attention(
@@ -243,14 +240,14 @@ class EAttention(BaseModule):
                 select=self.select,
                 deterministic=not self.training,
                 eps=self.eps)
-            q_pos = gather_tokens(pos, index)
+            q_pos, q_mask = gather_tokens(all_pos, index), mask
         else:
             if self.prune_tokens:
                 index, mask = self._sample(q, k, v, pos, seq_len, grid_size,
                                            token_mask)
                 # (B, H, N, D) -> (B, H, P + R', D): kept queries only
                 q = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
-                q_pos = gather_tokens(pos, index)
+                q_pos, q_mask = gather_tokens(all_pos, index), mask
                 if attn_bias is not None:
                     attn_bias = attn_bias.expand(batch, -1, -1, -1).gather(
                         2, index[:, None, :,
@@ -279,12 +276,14 @@ class EAttention(BaseModule):
         # (B, H, Nq, D) -> (B, Nq, C)
         out = out.transpose(1, 2).reshape(batch, -1, self.embed_dims)
         if self.value_conv is not None:
-            out = self._add_value_conv(out, v, pos, q_pos, token_mask,
-                                       grid_size)
+            out = self._add_value_conv(out, v, all_pos, token_mask,
+                                       all_pos if q_pos is None else q_pos,
+                                       q_mask, grid_size)
         out = self.proj_drop(self.proj(out))
         return EAttentionOutput(out, index, mask)
 
-    def _add_value_conv(self, out, v, pos, q_pos, token_mask, grid_size):
+    def _add_value_conv(self, out, v, pos, token_mask, q_pos, q_mask,
+                        grid_size):
         """out (B, Nq, C) + DWConv3x3(V) read at the queries' cells."""
         if grid_size is None:
             raise ValueError('value_conv (C1) needs grid_size=(H, W)')
@@ -293,7 +292,7 @@ class EAttention(BaseModule):
         # (B, H, N, D) -> (B, N, C) -> (B, C, Hg, Wg)
         v_tokens = v.transpose(1, 2).reshape(batch, num, self.embed_dims)
         grid = tokens_to_grid(v_tokens, pos, token_mask, prefix, grid_size)
-        local = grid_to_tokens(self.value_conv(grid), q_pos, prefix)
+        local = grid_to_tokens(self.value_conv(grid), q_pos, q_mask, prefix)
         return torch.cat([out[:, :prefix], out[:, prefix:] + local], dim=1)
 
     def _softmax(self, q, k, v, token_mask, attn_bias):
@@ -317,10 +316,10 @@ class EAttention(BaseModule):
     def _sample(self, q, k, v, pos, seq_len, grid_size, token_mask):
         """Score the tokens from the CLS (or mean) query's attention row and
         draw the kept set; returns index and mask, (B, P + R') each."""
-        batch, num = pos.shape
         prefix = self.num_prefix_tokens
         if prefix:
-            q_score, q_score_pos = q[:, :, 0], pos[:, 0]
+            q_score = q[:, :, 0]
+            q_score_pos = 0 if pos is None else pos[..., 0]
         else:  # Swin: the mean query plays the CLS role (SPEC 2.4)
             if token_mask is None:
                 q_score = q.mean(2)
@@ -355,11 +354,5 @@ class EAttention(BaseModule):
             valid,
             select=self.select,
             deterministic=not self.training)  # (B, R') each
-        head = torch.arange(prefix, device=pos.device).expand(batch, prefix)
-        index = torch.cat([head, kept + prefix], dim=1)  # (B, P + R')
-        mask = torch.cat([
-            torch.ones(batch, prefix, dtype=torch.bool, device=pos.device),
-            kept_mask
-        ],
-                         dim=1)
+        index, mask = with_prefix(kept, kept_mask, prefix)  # (B, P + R')
         return index, mask

@@ -69,9 +69,12 @@ def attention_block(tokens: Tokens,
     Returns:
         Tokens: (B, N', C) with N' = N unless pruned tokens were dropped.
     """
+    # A full, unpruned sequence is in raster order: pos=None lets the kernel
+    # use its cached position features.
+    full = tokens.mask is None and tokens.x.shape[1] == seq_len
     out = attn(
         norm(tokens.x),
-        pos=tokens.pos,
+        pos=None if full else tokens.pos,
         seq_len=seq_len,
         grid_size=grid_size,
         token_mask=tokens.mask,
@@ -80,10 +83,11 @@ def attention_block(tokens: Tokens,
     if out.index is None:
         kept = tokens._replace(x=tokens.x + drop_path(out.x))
         num = tokens.x.shape[1] - prefix
-        processed = torch.full((tokens.x.shape[0], ), num) if \
-            tokens.mask is None else tokens.mask[:, prefix:].sum(-1).cpu()
+        processed = torch.full((tokens.x.shape[0], ), num,
+                               device=tokens.x.device) if \
+            tokens.mask is None else tokens.mask[:, prefix:].sum(-1)
         return kept._replace(x=ffn_residual(kept, None), processed=processed)
-    processed = out.mask[:, prefix:].sum(-1).cpu()
+    processed = out.mask[:, prefix:].sum(-1)
     kept = Tokens(
         gather_tokens(tokens.x, out.index) + drop_path(out.x),
         gather_tokens(tokens.pos, out.index), out.mask)  # (B, P + R', ...)
