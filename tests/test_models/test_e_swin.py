@@ -57,8 +57,24 @@ def test_every_mode_forward_backward_dense_maps(mode):
 
 
 @pytest.mark.parametrize('mode', ['prune', 'eattn'])
-def test_pruning_skips_tokens_in_late_stages_only(mode):
+def test_pruning_skips_tokens_in_late_stages_only(mode, monkeypatch):
     model = in_mode(tiny(attn_mode=mode, keep_ratio=0.5), training=False)
+    from mmceformer.models.backbones.e_swin import EWindowAttention
+    sampled = []  # kept tokens that the windows report, per pruning block
+    forward_windows = EWindowAttention.forward_windows
+
+    def recording(self, x, mask=None):
+        out = forward_windows(self, x, mask)
+        if out.mask is not None:
+            sampled.append(int(out.mask.sum()))
+        return out
+
+    monkeypatch.setattr(EWindowAttention, 'forward_windows', recording)
+    # stage 3: an 8x8 map, 4 windows of 16 tokens (no padding) that keep
+    # different numbers of tokens
+    model(images(size=(128, 128)))
+    # the kept map holds exactly the sampled tokens of every window
+    assert sampled[:2] == [int(c.sum()) for c in model.token_counts[3:5]]
     model(images())
     counts = torch.stack(model.token_counts)  # (blocks, B)
     assert model.prune_layers == [3, 4, 5]  # stages 3 and 4
@@ -109,3 +125,36 @@ def test_bad_arguments():
         tiny(attn_mode='window')
     with pytest.raises(ValueError, match='prune_layers'):
         tiny(prune_layers=[6])
+
+
+def test_kept_map_ignores_padding_entries():
+    """A window keeping fewer tokens pads its index with 0; the padding must
+    not unset a kept token 0."""
+    import types
+
+    from mmpretrain.models.utils import ShiftWindowMSA
+
+    from mmceformer.models.layers import EAttentionOutput
+
+    class Kept:
+
+        def forward_windows(self, windows, mask=None):
+            # window 0 keeps tokens 0 and 1; window 1 keeps token 0 only
+            index = torch.tensor([[0, 1], [0, 0]])
+            valid = torch.tensor([[True, True], [True, False]])
+            return EAttentionOutput(torch.ones(2, 2, 3), index, valid)
+
+    shift_msa = types.SimpleNamespace(
+        window_size=2,
+        shift_size=0,
+        pad_small_map=False,
+        w_msa=Kept(),
+        get_attn_mask=ShiftWindowMSA.get_attn_mask,
+        window_partition=ShiftWindowMSA.window_partition,
+        window_reverse=ShiftWindowMSA.window_reverse)
+    out, keep = ESwinTransformer._window_attention(shift_msa,
+                                                   torch.zeros(1, 8, 3),
+                                                   (2, 4))
+    # 2x4 map, windows = columns 0-1 and 2-3; raster index of kept tokens
+    assert keep[0].nonzero().flatten().tolist() == [0, 1, 2]
+    assert out[0, keep[0]].eq(1).all() and out[0, ~keep[0]].eq(0).all()

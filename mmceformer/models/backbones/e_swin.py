@@ -236,9 +236,12 @@ class ESwinTransformer(SwinTransformer):
         windows = shift_msa.window_partition(x, window).view(
             -1, window**2, channels)
         result = shift_msa.w_msa.forward_windows(windows, mask=attn_mask)
+        # (B * W, N) kept map; padding entries (index 0, mask False) add 0,
+        # so they cannot unset a kept token 0.
         kept = torch.zeros(
-            windows.shape[:2], dtype=torch.bool, device=x.device)
-        kept = kept.scatter(1, result.index, result.mask)  # (B * W, N)
+            windows.shape[:2], dtype=torch.long,
+            device=x.device).scatter_add(1, result.index,
+                                         result.mask.long()) > 0
         out = scatter_tokens(
             torch.zeros_like(windows), result.index, result.x, result.mask)
         # Outputs and the kept map (one more channel) back to the image.
