@@ -12,3 +12,11 @@ def images(batch=2, size=(64, 64), seed=0):
     """(batch, 3, H, W) standard normal images, reproducible."""
     return torch.randn(
         batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def probe_loss(outs, seed=0):
+    """A scalar that depends on every output element: a fixed random
+    projection. (A plain ``mean`` of a LayerNorm output is 0 whatever the
+    input, so its gradients are round-off.)"""
+    gen = torch.Generator().manual_seed(seed)
+    return sum((o * torch.randn(o.shape, generator=gen)).sum() for o in outs)

@@ -4,12 +4,32 @@ mmengine 0.10.7's ``pytorch`` launcher always calls
 ``torch.cuda.set_device`` and wraps the model in DDP with
 ``device_ids=[LOCAL_RANK]``, so ``tools/dist_train.sh`` fails on a machine
 without CUDA. :func:`prepare_cpu_distributed` starts the process group with
-gloo itself (the Runner then skips its own start) and asks for a CPU DDP.
+gloo itself (the Runner then skips its own start) and asks for a CPU DDP
+with exactly the wrapper settings that mmengine's GPU path would use.
 """
+import copy
 import os
 
 import torch
 import torch.distributed as dist
+
+
+def cpu_model_wrapper_cfg(cfg) -> dict:
+    """The ``model_wrapper_cfg`` that ``Runner.wrap_model`` would build on
+    GPUs, for a CPU process: the config's own ``model_wrapper_cfg`` if it has
+    one, else mmengine's default (``MMDistributedDataParallel`` with
+    ``broadcast_buffers=False`` and the config's ``find_unused_parameters``,
+    default False); in both cases ``device_ids=None`` (a CPU module)."""
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        wrapper = dict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    else:
+        wrapper = copy.deepcopy(dict(wrapper))
+    wrapper['device_ids'] = None
+    return wrapper
 
 
 def prepare_cpu_distributed(cfg) -> bool:
@@ -24,9 +44,6 @@ def prepare_cpu_distributed(cfg) -> bool:
         dist.init_process_group(backend='gloo')
     env_cfg = cfg.setdefault('env_cfg', {})
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-    wrapper = cfg.get('model_wrapper_cfg') or dict(
-        type='MMDistributedDataParallel')
-    wrapper['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper
+    cfg.model_wrapper_cfg = cpu_model_wrapper_cfg(cfg)
     os.environ.setdefault('LOCAL_RANK', '0')
     return True
