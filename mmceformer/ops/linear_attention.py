@@ -19,7 +19,7 @@ which is what makes the O(N) form of eq. (3-9)/(3-14) possible:
 ``out_i = (phi(q_i) (x) a_i) . KV / (phi(q_i) (x) a_i) . z`` with
 ``KV = sum_j (phi(k_j) (x) b_j)^T v_j`` and ``z = sum_j phi(k_j) (x) b_j``.
 """
-import functools
+import contextlib
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -34,6 +34,30 @@ def check_choice(name, value, allowed):
     """ValueError naming the option and its allowed values."""
     if value not in allowed:
         raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
+
+
+def is_tracing() -> bool:
+    """Whether this call is being traced or compiled (``torch.onnx.export``,
+    ``torch.jit.trace``, ``torch.compile``/``torch.export``): shapes must
+    then not depend on tensor values, and nothing may read a value back to
+    Python (each read is a host sync on a GPU, and a constant in a graph)."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and hasattr(compiler, 'is_compiling'):
+        return compiler.is_compiling()
+    return torch._dynamo.is_compiling()  # torch < 2.3
+
+
+def autocast_disabled(device: torch.device):
+    """A context with autocast off on ``device``'s type, for the fp32
+    reductions (SPEC 2.1). A device type that this torch has no autocast
+    for (e.g. MPS on torch 2.1, where asking raises) cannot have it on, so
+    there is nothing to turn off."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 def feature_map_fn(x: Tensor, feature_map: str = 'elu1') -> Tensor:
@@ -62,26 +86,22 @@ def _normalise_positions(pos: Optional[Tensor], n: int, batch: int, name: str,
     return pos.long()
 
 
-@functools.lru_cache(maxsize=64)
-def _default_position_features(num, seq_len, pos_weight, grid_size, device):
-    """Features of positions ``arange(num)``, (1, num, P): cached, since
-    unpruned layers ask for the same ones at every call."""
-    pos = torch.arange(num, device=device).unsqueeze(0)
-    return position_features(pos, seq_len, pos_weight, grid_size)
-
-
 def _features(pos, num, batch, name, seq_len, pos_weight, grid_size, device):
     """Validated positions -> (query features, key features), (1|B, N, P).
-    ``None`` stands for ``arange(num)``, whose features are cached."""
+
+    ``None`` stands for ``arange(num)``. Its features are computed at each
+    call, never cached: a cached tensor made under one context (inference
+    mode, a fake tensor of ``torch.export``, a tracer) would be returned
+    under another, and an ONNX trace would bake it in as a constant. They
+    cost an arange and a few cos/sin of N elements."""
     if pos is None:
         if pos_weight is not None and num > seq_len:
             raise ValueError(f'{name} must lie in [0, seq_len={seq_len}), got '
                              f'{num} default positions')
-        grid = None if grid_size is None else tuple(int(g) for g in grid_size)
-        return _default_position_features(num, seq_len, pos_weight, grid,
-                                          device)
+        pos = torch.arange(num, device=device).unsqueeze(0)
+        return position_features(pos, seq_len, pos_weight, grid_size)
     pos = _normalise_positions(pos, num, batch, name, device)
-    if pos.numel():
+    if pos.numel() and not is_tracing():  # a value check: eager only
         low, high = (int(v) for v in pos.aminmax())  # one device sync
         if low < 0 or high >= seq_len:
             raise ValueError(
@@ -173,7 +193,8 @@ def _prepare(q,
              pos_weight,
              grid_size,
              q_group=None,
-             k_group=None):
+             k_group=None,
+             num_groups=None):
     """Validate arguments; return fp32 phi(q), phi(k), v, position features
     and the (B, Nk) key mask."""
     check_choice('feature_map', feature_map, FEATURE_MAPS)
@@ -206,7 +227,8 @@ def _prepare(q,
                                        q.device)
         k_group = _normalise_positions(k_group, num_k, batch, 'k_group',
                                        q.device)
-        num_groups = int(max(q_group.max(), k_group.max())) + 1
+        if num_groups is None:  # a host sync; give it when known
+            num_groups = int(max(q_group.max(), k_group.max())) + 1
         q_feat = group_features(q_feat, q_group, num_groups)
         k_feat = group_features(k_feat, k_group, num_groups)
     # Reductions in fp32 (or fp64) whatever the autocast dtype (SPEC 2.1).
@@ -312,6 +334,59 @@ def _apply_queries(q_acc, q_feat, kv, z, feature_map, eps, chunk_size):
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
+#: The quadratic form is taken while its MACs are at most this many times
+#: the linear form's: it runs as three large matmuls instead of a dozen
+#: small ops (lift, chunked reductions), which pays off for few tokens
+#: (windows, 224x224 ViTs). Measured with tools/benchmark_attention.py
+#: --crossover (docs/benchmarks.md).
+QUADRATIC_COST_RATIO = 2.0
+
+
+def prefer_quadratic(num_q: int, num_k: int, dim: int, dim_v: int,
+                     num_feats: int) -> bool:
+    """Whether to evaluate the linear attention in its O(Nq Nk) form:
+    ``S = (phi(Q) phi(K)^T) o (A B^T)``, ``out = S V / S 1`` (the same
+    numbers as eq. 3-9's O(N) form, in another order). Decided from the
+    shapes only, so a traced or compiled graph takes one branch.
+
+    Args:
+        num_q, num_k (int): query and key counts.
+        dim, dim_v (int): per-head query/key and value widths.
+        num_feats (int): position features P (times groups) per token.
+    """
+    linear = (num_q + num_k) * num_feats * dim * (dim_v + 1)
+    quadratic = num_q * num_k * (dim + num_feats + dim_v + 1)
+    return quadratic <= QUADRATIC_COST_RATIO * linear
+
+
+def _quadratic_queries(q_acc, q_feat, phi_k, k_feat, v_acc, num_valid,
+                       feature_map, eps):
+    """The O(Nq Nk) form of the query pass: ``out_i = sum_j S(i,j) v_j /
+    sum_j S(i,j)`` with ``S = (phi(q) phi(k)^T) o (a b^T)`` and the sums
+    taken as means over the valid keys, exactly as the O(N) form does.
+
+    Args:
+        q_acc (Tensor): (B, H, Nq, D) queries.
+        q_feat (Tensor): (1|B, Nq, F) query-side position features.
+        phi_k (Tensor): (B, H, Nk, D) ``phi(k)``, 0 on masked keys.
+        k_feat (Tensor): (1|B, Nk, F) key-side position features.
+        v_acc (Tensor): (B, H, Nk, Dv) values, 0 on masked keys.
+        num_valid (float | Tensor): valid keys, scalar or (B, 1, 1, 1).
+
+    Returns:
+        Tensor: (B, H, Nq, Dv).
+    """
+    weight = q_feat @ k_feat.transpose(-2, -1)  # (1|B, Nq, Nk)
+    sims = feature_map_fn(q_acc, feature_map) @ phi_k.transpose(-2, -1)
+    sims = sims * (weight.unsqueeze(1) / num_valid)  # (B, H, Nq, Nk)
+    denominator = sims.sum(-1, keepdim=True)
+    if feature_map == 'elu1':  # positive similarities
+        denominator = denominator.clamp(min=eps)
+    else:
+        denominator = safe_denominator(denominator, eps)
+    return (sims @ v_acc) / denominator
+
+
 def linear_attention(q: Tensor,
                      k: Tensor,
                      v: Tensor,
@@ -325,9 +400,12 @@ def linear_attention(q: Tensor,
                      eps: float = 1e-6,
                      q_group: Optional[Tensor] = None,
                      k_group: Optional[Tensor] = None,
+                     num_groups: Optional[int] = None,
                      chunk_size: int = 1024) -> Tensor:
     """Linear attention with cos re-weighting, eq. (3-5) with (3-7)/(3-8),
-    computed as eq. (3-9) (and, for a query subset, eq. 3-14) in O(N).
+    computed as eq. (3-9) (and, for a query subset, eq. 3-14) in O(N), or,
+    for few tokens, in the O(Nq Nk) order of the same products
+    (:func:`prefer_quadratic` decides from the shapes).
 
     Args:
         q (Tensor): (B, H, Nq, D) queries; may be a pruned subset of tokens.
@@ -354,20 +432,30 @@ def linear_attention(q: Tensor,
             (``S(i, j) = 0`` otherwise): the linear form of a block-diagonal
             attention mask, e.g. Swin's shifted-window regions.
         k_group (Tensor | None): see ``q_group``.
+        num_groups (int | None): a bound on the group ids (ids lie in
+            ``[0, num_groups)``); default: read from the ids, one host sync
+            and a value-dependent shape, so give it when it is known.
         chunk_size (int): tokens per chunk of the two O(N) passes; bounds
             the temporary memory, not the result.
 
     Returns:
         Tensor: (B, H, Nq, Dv), in the dtype of ``q``.
     """
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with autocast_disabled(q.device):
         q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid = _prepare(
             q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
-            grid_size, q_group, k_group)
-        kv, z, _ = _accumulate_keys(k_acc, v_acc, k_feat, valid, num_valid,
-                                    feature_map, chunk_size)
-        out = _apply_queries(q_acc, q_feat, kv, z, feature_map, eps,
-                             chunk_size)
+            grid_size, q_group, k_group, num_groups)
+        if prefer_quadratic(q.shape[2], k.shape[2], q.shape[-1],
+                            v.shape[-1], k_feat.shape[-1]):
+            phi_k = _zero_where_invalid(feature_map_fn(k_acc, feature_map),
+                                        valid)
+            out = _quadratic_queries(q_acc, q_feat, phi_k, k_feat, v_acc,
+                                     num_valid, feature_map, eps)
+        else:
+            kv, z, _ = _accumulate_keys(k_acc, v_acc, k_feat, valid,
+                                        num_valid, feature_map, chunk_size)
+            out = _apply_queries(q_acc, q_feat, kv, z, feature_map, eps,
+                                 chunk_size)
     return out.to(q.dtype)
 
 
@@ -388,7 +476,7 @@ def linear_attention_reference(q: Tensor,
     builds ``S(i, j)`` of eq. (3-5) explicitly. The position weights come
     straight from the cosines, not from :func:`position_features`, so the
     factorisation itself is under test. For tests only."""
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with autocast_disabled(q.device):
         q_acc, k_acc, v_acc, _, _, num_valid, valid = _prepare(
             q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
             grid_size, q_group, k_group)

@@ -37,7 +37,7 @@ class Tokens(NamedTuple):
 def attention_block(tokens: Tokens,
                     attn: EAttention,
                     norm: nn.Module,
-                    drop_path: nn.Module,
+                    drop_path: Optional[nn.Module],
                     ffn_residual: Callable[[Tokens, Optional[Tokens]], Tensor],
                     seq_len: int,
                     grid_size: Optional[Sequence[int]] = None,
@@ -55,7 +55,9 @@ def attention_block(tokens: Tokens,
         tokens (Tokens): input sequence, (B, N, C).
         attn (EAttention): the attention of this block.
         norm (nn.Module): pre-attention norm.
-        drop_path (nn.Module): stochastic depth on the attention branch.
+        drop_path (nn.Module | None): stochastic depth on the attention
+            branch; None where ``attn`` applies it itself (its
+            ``out_drop``, as mmpretrain's MultiheadAttention does).
         ffn_residual (callable): ``(kept, context) -> x + FFN(x)`` for the
             (kept) tokens, (B, N', C). It gets :class:`Tokens` so that a
             convolutional FFN can place them on the grid; ``context`` is the
@@ -70,7 +72,7 @@ def attention_block(tokens: Tokens,
         Tokens: (B, N', C) with N' = N unless pruned tokens were dropped.
     """
     # A full, unpruned sequence is in raster order: pos=None lets the kernel
-    # use its cached position features.
+    # use shared (1, N) position features and skip validating positions.
     full = tokens.mask is None and tokens.x.shape[1] == seq_len
     out = attn(
         norm(tokens.x),
@@ -80,6 +82,8 @@ def attention_block(tokens: Tokens,
         token_mask=tokens.mask,
         attn_bias=attn_bias)
     prefix = attn.num_prefix_tokens
+    if drop_path is None:
+        drop_path = nn.Identity()
     if out.index is None:
         kept = tokens._replace(x=tokens.x + drop_path(out.x))
         num = tokens.x.shape[1] - prefix
