@@ -1,11 +1,11 @@
 """The math of E-Attention in plain torch (no OpenMMLab import)."""
 from .e_attention import e_attention
 from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, check_choice,
-                               feature_map_fn, linear_attention,
+                               feature_map_fn, is_tracing, linear_attention,
                                linear_attention_reference, position_features)
 from .token_sampling import (KERNELS, SCORES, SELECTS, check_keep_ratio,
-                             cls_attention_scores, num_kept_tokens,
-                             sample_tokens)
+                             cls_attention_scores, grid_inverse_cdf,
+                             num_kept_tokens, sample_tokens)
 from .tokens import (gather_tokens, grid_to_tokens, groups_from_block_mask,
                      mask_to_index, scatter_tokens, tokens_to_grid,
                      with_prefix)
@@ -16,5 +16,5 @@ __all__ = [
     'linear_attention_reference', 'cls_attention_scores', 'e_attention',
     'sample_tokens', 'num_kept_tokens', 'check_keep_ratio', 'gather_tokens',
     'scatter_tokens', 'tokens_to_grid', 'grid_to_tokens', 'mask_to_index',
-    'groups_from_block_mask', 'with_prefix'
+    'groups_from_block_mask', 'with_prefix', 'is_tracing', 'grid_inverse_cdf'
 ]

@@ -8,7 +8,10 @@ import torch
 from torch import Tensor
 
 from .linear_attention import (_accumulate_keys, _apply_queries, _prepare,
-                               feature_map_fn, lift_features, safe_denominator)
+                               _quadratic_queries, _zero_where_invalid,
+                               autocast_disabled, feature_map_fn,
+                               lift_features, prefer_quadratic,
+                               safe_denominator)
 from .token_sampling import sample_tokens
 from .tokens import gather_tokens, with_prefix
 
@@ -25,6 +28,7 @@ def e_attention(q: Tensor,
                 pos_weight: Optional[str] = '1d',
                 grid_size: Optional[Sequence[int]] = None,
                 token_group: Optional[Tensor] = None,
+                num_groups: Optional[int] = None,
                 select: str = 'inverse_cdf',
                 deterministic: bool = True,
                 generator: Optional[torch.Generator] = None,
@@ -53,6 +57,8 @@ def e_attention(q: Tensor,
         feature_map, pos_weight, grid_size: as in :func:`linear_attention`.
         token_group (Tensor | None): (B, N) group ids, as ``q_group`` and
             ``k_group`` of :func:`linear_attention`.
+        num_groups (int | None): bound on the group ids, as in
+            :func:`linear_attention`.
         select, deterministic, generator: as in :func:`sample_tokens`.
         eps (float): denominator bound.
         chunk_size (int): tokens per chunk of the O(N) passes.
@@ -71,17 +77,28 @@ def e_attention(q: Tensor,
         raise ValueError(f'e_attention is self-attention: q and k must have '
                          f'the same N, got {q.shape[2]} and {k.shape[2]}')
     prefix = num_prefix_tokens
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with autocast_disabled(q.device):
         q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid = _prepare(
             q, k, v, pos, pos, seq_len, token_mask, feature_map, pos_weight,
-            grid_size, token_group, token_group)
+            grid_size, token_group, token_group, num_groups)
         batch, _, num, _ = q_acc.shape
-        # q~_0: (B, H, 1, D) -> (B, H, 1, P * D)
-        score_tilde = lift_features(
-            feature_map_fn(q_acc[:, :, :1], feature_map), q_feat[:, :1])
-        kv, z, rows = _accumulate_keys(k_acc, v_acc, k_feat, valid, num_valid,
-                                       feature_map, chunk_size,
-                                       score_tilde)  # rows: (B, H, N)
+        quadratic = prefer_quadratic(num_samples + prefix, num,
+                                     q.shape[-1], v.shape[-1],
+                                     k_feat.shape[-1])
+        if quadratic:
+            phi_k = _zero_where_invalid(feature_map_fn(k_acc, feature_map),
+                                        valid)  # (B, H, N, D)
+            # S(0, j) = phi(q_0) . phi(k_j) * a_0 . b_j: (B, H, N)
+            rows = (feature_map_fn(q_acc[:, :, :1], feature_map)
+                    @ phi_k.transpose(-2, -1))[:, :, 0] * (
+                        q_feat[:, :1] @ k_feat.transpose(-2, -1))
+        else:
+            # q~_0: (B, H, 1, D) -> (B, H, 1, P * D)
+            score_tilde = lift_features(
+                feature_map_fn(q_acc[:, :, :1], feature_map), q_feat[:, :1])
+            kv, z, rows = _accumulate_keys(k_acc, v_acc, k_feat, valid,
+                                           num_valid, feature_map, chunk_size,
+                                           score_tilde)  # rows: (B, H, N)
         # eq. (3-5) row of the CLS query per head, summed over heads
         attn = rows / safe_denominator(rows.sum(-1, keepdim=True), eps)
         scores = attn.sum(1)[:, prefix:]  # (B, N - P), eq. (3-10)
@@ -100,6 +117,10 @@ def e_attention(q: Tensor,
         # (B, H, N, D) -> (B, H, P + R', D); features (1|B, N, F) likewise
         q_kept = gather_tokens(q_acc.transpose(1, 2), index).transpose(1, 2)
         feat_kept = gather_tokens(q_feat.expand(batch, num, -1), index)
-        out = _apply_queries(q_kept, feat_kept, kv, z, feature_map, eps,
-                             chunk_size)
+        if quadratic:
+            out = _quadratic_queries(q_kept, feat_kept, phi_k, k_feat, v_acc,
+                                     num_valid, feature_map, eps)
+        else:
+            out = _apply_queries(q_kept, feat_kept, kv, z, feature_map, eps,
+                                 chunk_size)
     return out.to(q.dtype), index, mask

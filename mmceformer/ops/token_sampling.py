@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, _features,
-                               check_choice, feature_map_fn, lift_features)
+                               autocast_disabled, check_choice,
+                               feature_map_fn, is_tracing, lift_features)
 
 SCORES = ('cls', 'cls_v', 'all', 'random')
 SELECTS = ('inverse_cdf', 'topk')
@@ -133,7 +134,7 @@ def cls_attention_scores(
                               pos_weight, grid_size, k.device)
     image_mask = key_mask[:, num_prefix_tokens:]
 
-    with torch.autocast(device_type=k.device.type, enabled=False):
+    with autocast_disabled(k.device):
         if score == 'random':
             per_token = torch.rand(
                 image_mask.shape,
@@ -191,13 +192,69 @@ def cls_attention_scores(
         return per_token / total.clamp(min=torch.finfo(total.dtype).tiny)
 
 
+def grid_inverse_cdf(probs: Tensor, num_samples: int) -> Tensor:
+    """Eq. (3-13) at the evaluation grid ``u_k = (k + 0.5) / R``, for all
+    k at once, without ``searchsorted`` (which ONNX lacks) in O(N + R).
+
+    With ``CDF_j`` the unnormalised CDF and ``T`` its total, slot k takes
+    the first token whose CDF exceeds ``u_k T``: ``index_k = #{j : CDF_j <=
+    u_k T}``. The grid points below a value ``c`` are the first
+    ``G(c) = clamp(ceil(c R / T - 1/2), 0, R)`` ones, so ``CDF_j <= u_k T``
+    iff ``G(CDF_j) <= k``, and ``index_k`` is the count of tokens with
+    ``G(CDF_j) <= k``: a histogram of ``G`` (scatter-add) and its cumulative
+    sum. A token with zero probability has the ``G`` of its predecessor, so
+    it is never a slot's first token exceeding ``u_k T``.
+
+    Args:
+        probs (Tensor): (B, N) non-negative, each row with a positive sum.
+        num_samples (int): R.
+
+    Returns:
+        Tensor: (B, R) long token indices, non-decreasing along R.
+    """
+    batch, num = probs.shape
+    # fp64: exact for integer-valued scores, so ties (a draw on a CDF
+    # value) resolve as in exact arithmetic, the same on every device.
+    cdf = probs.double().cumsum(-1)  # (B, N)
+    total = cdf[:, -1:].clamp(min=torch.finfo(cdf.dtype).tiny)
+    below = torch.ceil(cdf * num_samples / total - 0.5)
+    below = below.clamp(0, num_samples).long()  # G(CDF_j), (B, N)
+    hist = torch.zeros(
+        batch, num_samples + 1, dtype=torch.long, device=probs.device)
+    hist = hist.scatter_add(1, below, torch.ones_like(below))
+    return hist.cumsum(-1)[:, :num_samples]  # (B, R)
+
+
+def random_inverse_cdf(probs: Tensor, num_samples: int,
+                       generator: Optional[torch.Generator]) -> Tensor:
+    """Eq. (3-13) at R sorted uniform random draws (training): (B, N) ->
+    (B, R) long, non-decreasing, never a zero-probability token."""
+    batch, num = probs.shape
+    device = probs.device
+    cdf = probs.cumsum(-1)
+    u = torch.rand(
+        batch,
+        num_samples,
+        generator=generator,
+        device=device if generator is None else generator.device).to(device)
+    u = u.sort(-1).values
+    index = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # (B, R)
+    # Round-off may push u * total onto the last CDF value: take the last
+    # token with non-zero probability, never a padded one.
+    positions = torch.arange(num, device=device).expand(batch, num)
+    last = torch.where(probs > 0, positions,
+                       torch.full_like(positions, -1)).max(-1).values
+    return torch.minimum(index, last[:, None].clamp(min=0))
+
+
 def sample_tokens(
         scores: Tensor,
         num_samples: int,
         valid: Optional[Tensor] = None,
         select: str = 'inverse_cdf',
         deterministic: bool = True,
-        generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        generator: Optional[torch.Generator] = None,
+        static: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
     """Choose the tokens to keep from their scores (section 3.3.3).
 
     ``'inverse_cdf'``: with ``CDF_i = sum_{j <= i} h_j`` (eq. 3-12), draw R
@@ -208,6 +265,17 @@ def sample_tokens(
     only. Tokens drawn twice collapse, so ``r' <= R`` tokens are kept,
     adaptively per image. ``'topk'`` keeps the R best (fig. 3-6 baseline).
 
+    Two layouts of the same kept set:
+
+    * static: R slots per image (``min(R, N)`` for top-k) in spatial order;
+      a token drawn k times fills k neighbouring slots, and all but the
+      first are masked, as are slots past an image's valid tokens. Shapes
+      do not depend on the scores and nothing is read back to Python: what
+      ONNX export, ``torch.compile`` and GPUs need.
+    * compact: duplicates removed, rows padded to ``R'``, the largest
+      distinct count in the batch (one host sync): fewer rows for the
+      layers after a ``drop``.
+
     Args:
         scores (Tensor): (B, N) non-negative scores (need not sum to 1).
             A row whose valid scores are all zero is sampled uniformly.
@@ -216,12 +284,14 @@ def sample_tokens(
         select (str): ``'inverse_cdf'`` or ``'topk'``.
         deterministic (bool): grid draws instead of random ones.
         generator (torch.Generator | None): for the random draws.
+        static (bool | None): the static layout (True), the compact one
+            (False) or, by default, static while tracing or compiling
+            (:func:`is_tracing`) and compact in eager mode.
 
     Returns:
-        tuple[Tensor, Tensor]: ``index`` (B, R') long indices into N in
-        increasing (spatial) order, padded with 0 past each row's count, and
-        ``mask`` (B, R') bool, True for real entries. R' is the largest
-        count in the batch.
+        tuple[Tensor, Tensor]: ``index`` (B, K) long indices into N in
+        increasing (spatial) order, 0 on padding, and ``mask`` (B, K) bool,
+        True for kept tokens (each once); K = R (static) or R' (compact).
     """
     check_choice('select', select, SELECTS)
     if scores.dim() != 2:
@@ -229,6 +299,8 @@ def sample_tokens(
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f'num_samples must be an int >= 1, got '
                          f'{num_samples!r}')
+    tracing = is_tracing()
+    static = tracing if static is None else static
     batch, num = scores.shape
     device = scores.device
     if valid is None:
@@ -236,7 +308,7 @@ def sample_tokens(
     elif valid.shape != scores.shape or valid.dtype != torch.bool:
         raise ValueError(f'valid must be a bool tensor of shape '
                          f'{tuple(scores.shape)}, got {tuple(valid.shape)}')
-    if (scores < 0).any():
+    if not tracing and (scores < 0).any():  # a value check: eager only
         raise ValueError('scores must be non-negative')
     probs = torch.where(valid, scores.float(), torch.zeros((), device=device))
     empty_rows = probs.sum(-1, keepdim=True) <= 0
@@ -247,40 +319,26 @@ def sample_tokens(
         count = min(num_samples, num)
         masked = probs.masked_fill(~valid, float('-inf'))
         index = masked.topk(count, dim=-1).indices  # (B, R)
-        keep = torch.arange(count, device=device)[None] < num_valid[:, None]
+        mask = torch.arange(count, device=device)[None] < num_valid[:, None]
         # Real entries first, in spatial order; padding after them.
-        index = torch.where(keep, index, torch.full_like(index, num))
+        index = torch.where(mask, index, torch.full_like(index, num))
         index = index.sort(-1).values
+        mask = index < num
     else:
-        cdf = probs.cumsum(-1)  # (B, N), unnormalised
-        total = cdf[:, -1:]
         if deterministic:
-            u = (torch.arange(num_samples, device=device, dtype=torch.float32)
-                 + 0.5) / num_samples
-            u = u.expand(batch, num_samples)
+            index = grid_inverse_cdf(probs, num_samples)
         else:
-            u = torch.rand(
-                batch,
-                num_samples,
-                generator=generator,
-                device=device
-                if generator is None else generator.device).to(device)
-            u = u.sort(-1).values
-        index = torch.searchsorted(cdf, u * total, right=True)  # (B, R)
-        # Round-off may push u * total onto the last CDF value: take the last
-        # token with non-zero probability, never a padded one.
-        positions = torch.arange(num, device=device).expand(batch, num)
-        last = torch.where(probs > 0, positions,
-                           torch.full_like(positions, -1)).max(-1).values
-        index = torch.minimum(index, last[:, None].clamp(min=0))
-        # Collapse duplicates (sorted, so duplicates are neighbours).
-        first = torch.ones_like(index, dtype=torch.bool)
-        first[:, 1:] = index[:, 1:] != index[:, :-1]
-        first &= (num_valid > 0)[:, None]
-        order_key = torch.where(first, index, index + num + 1)
-        index = torch.where(first, index, torch.full_like(index, num))
-        index = index.gather(1, order_key.argsort(-1))
-    mask = index < num
-    width = max(int(mask.sum(-1).max()) if batch else 0, 0)
-    index, mask = index[:, :width], mask[:, :width]
+            index = random_inverse_cdf(probs, num_samples, generator)
+        # Slots are sorted, so duplicates are neighbours: keep the first.
+        first = torch.cat([
+            torch.ones_like(index[:, :1], dtype=torch.bool),
+            index[:, 1:] != index[:, :-1]
+        ], 1)
+        mask = first & (num_valid > 0)[:, None]
+        if not static:  # distinct tokens first, in order
+            order = torch.where(mask, index, index + num + 1).argsort(-1)
+            index, mask = index.gather(1, order), mask.gather(1, order)
+    if not static:
+        width = int(mask.sum(-1).max()) if batch else 0  # the host sync
+        index, mask = index[:, :width], mask[:, :width]
     return index.masked_fill(~mask, 0), mask

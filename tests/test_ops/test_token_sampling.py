@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from mmceformer.ops import (cls_attention_scores, gather_tokens,
+                            grid_inverse_cdf,
                             linear_attention_reference, num_kept_tokens,
                             sample_tokens, scatter_tokens)
 
@@ -240,3 +241,86 @@ def test_gather_scatter_round_trip():
     out = scatter_tokens(torch.zeros_like(x), index, picked * 2, mask)
     assert out[0, [1, 4]].equal(x[0, [1, 4]] * 2)
     assert (out[0, [0, 2, 3, 5]] == 0).all()  # padded entry (0) not written
+
+
+def exact_grid_inverse_cdf(weights, num_samples):
+    """Eq. (3-13) at u_k = (k + 1/2) / R in integer arithmetic, for integer
+    weights: index_k = #{j : CDF_j <= u_k * total}."""
+    cdf = torch.cumsum(weights.long(), -1)
+    total = cdf[:, -1:]
+    k = torch.arange(num_samples)
+    # CDF_j <= (2k + 1) / (2R) * total  <=>  2 R CDF_j <= (2k + 1) total
+    below = 2 * num_samples * cdf[:, None, :] <= \
+        (2 * k[None, :, None] + 1) * total[:, :, None]
+    return below.sum(-1)
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_grid_inverse_cdf_is_exact_on_ties_and_matches_searchsorted(seed):
+    """The closed form (histogram + cumsum, no searchsorted) equals integer
+    arithmetic where draws fall exactly on CDF values (0/1 and uniform
+    scores), and searchsorted on real-valued scores."""
+    gen = torch.Generator().manual_seed(seed)
+    num = 40 + 17 * seed
+    for weights in ((torch.rand(3, num, generator=gen) > 0.6).long(),
+                    torch.ones(3, num, dtype=torch.long),
+                    torch.randint(0, 4, (3, num), generator=gen)):
+        weights[:, 0] += (weights.sum(-1) == 0).long()
+        for num_samples in (1, 7, num // 2, num, 2 * num + 1):
+            assert torch.equal(
+                grid_inverse_cdf(weights.float(), num_samples),
+                exact_grid_inverse_cdf(weights, num_samples))
+    probs = torch.rand(3, num, generator=gen)**4
+    cdf = probs.double().cumsum(-1)
+    u = (torch.arange(31, dtype=torch.float64) + 0.5) / 31
+    assert torch.equal(
+        grid_inverse_cdf(probs, 31),
+        torch.searchsorted(cdf, u * cdf[:, -1:], right=True))
+
+
+@pytest.mark.parametrize('select', ['inverse_cdf', 'topk'])
+@pytest.mark.parametrize('deterministic', [True, False])
+def test_static_and_compact_layouts_keep_the_same_tokens(
+        select, deterministic):
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(4, 30, generator=gen)**6
+    valid = torch.rand(4, 30, generator=gen) > 0.2
+    valid[3] = False  # an image without valid tokens keeps none
+    outs = []
+    for static in (True, False):
+        outs.append(
+            sample_tokens(
+                scores,
+                21,
+                valid,
+                select=select,
+                deterministic=deterministic,
+                generator=torch.Generator().manual_seed(1),
+                static=static))
+    (s_index, s_mask), (c_index, c_mask) = outs
+    assert s_index.shape == (4, 21)  # R slots whatever the scores
+    assert c_index.shape[1] == int(c_mask.sum(-1).max())
+    if select == 'inverse_cdf':  # peaked scores: duplicates collapsed
+        assert c_index.shape[1] < 21
+    for row in range(4):
+        assert s_index[row][s_mask[row]].tolist() == \
+            c_index[row][c_mask[row]].tolist()
+    assert not s_mask[3].any() and not c_mask[3].any()
+    # masked entries point at token 0 (safe to gather)
+    assert (s_index[~s_mask] == 0).all()
+
+
+def test_static_layout_is_taken_while_tracing():
+    scores = torch.rand(2, 30)**6
+
+    def kept(s):
+        return sample_tokens(s, 21)
+
+    traced = torch.jit.trace(kept, (scores, ), check_trace=False)
+    other = torch.rand(2, 30)**6
+    index, mask = traced(other)
+    eager_index, eager_mask = sample_tokens(other, 21)
+    assert index.shape == (2, 21)
+    for row in range(2):
+        assert index[row][mask[row]].tolist() == \
+            eager_index[row][eager_mask[row]].tolist()
