@@ -152,9 +152,57 @@ def test_kept_map_ignores_padding_entries():
         get_attn_mask=ShiftWindowMSA.get_attn_mask,
         window_partition=ShiftWindowMSA.window_partition,
         window_reverse=ShiftWindowMSA.window_reverse)
-    out, keep = ESwinTransformer._window_attention(shift_msa,
-                                                   torch.zeros(1, 8, 3),
-                                                   (2, 4))
+    out, index, valid = ESwinTransformer._window_attention(
+        shift_msa, torch.zeros(1, 8, 3), (2, 4))
     # 2x4 map, windows = columns 0-1 and 2-3; raster index of kept tokens
-    assert keep[0].nonzero().flatten().tolist() == [0, 1, 2]
-    assert out[0, keep[0]].eq(1).all() and out[0, ~keep[0]].eq(0).all()
+    kept = index[0][valid[0]].tolist()
+    assert kept == [0, 1, 2]
+    keep = torch.zeros(8, dtype=torch.bool)
+    keep[kept] = True
+    assert out[0, keep].eq(1).all() and out[0, ~keep].eq(0).all()
+
+
+@pytest.mark.parametrize('shift', [0, 2])
+def test_kept_slots_map_to_image_positions_through_shift_and_padding(shift):
+    """Each window keeps its first cell; the positions returned must be
+    the image positions of those cells after mmpretrain's padding, cyclic
+    shift and partition (features carry position + 1; padding is 0)."""
+    import types
+
+    from mmpretrain.models.utils import ShiftWindowMSA
+
+    from mmceformer.models.layers import EAttentionOutput
+
+    class FirstCell:
+
+        def forward_windows(self, windows, mask=None):
+            index = torch.zeros(windows.shape[0], 1, dtype=torch.long)
+            valid = torch.ones(windows.shape[0], 1, dtype=torch.bool)
+            return EAttentionOutput(windows[:, :1], index, valid)
+
+    shift_msa = types.SimpleNamespace(
+        window_size=4,
+        shift_size=shift,
+        pad_small_map=True,
+        w_msa=FirstCell(),
+        get_attn_mask=ShiftWindowMSA.get_attn_mask,
+        window_partition=ShiftWindowMSA.window_partition,
+        window_reverse=ShiftWindowMSA.window_reverse)
+    height, width = 6, 10  # padded to 8 x 12
+    x = (torch.arange(height * width) + 1.).view(1, -1, 1).repeat(2, 1, 3)
+    out, index, valid = ESwinTransformer._window_attention(
+        shift_msa, x, (height, width))
+    for b in range(2):
+        kept = index[b][valid[b]]
+        # what the windows' first cells held: position + 1, or 0 (padding)
+        first_cells = ShiftWindowMSA.window_partition(
+            torch.roll(
+                torch.nn.functional.pad(
+                    x[b:b + 1].view(1, height, width, 3),
+                    (0, 0, 0, 2, 0, 2)),
+                shifts=(-shift, -shift),
+                dims=(1, 2)), 4)[:, 0, 0, 0]
+        expected = sorted(int(v) - 1 for v in first_cells if v > 0)
+        assert sorted(kept.tolist()) == expected
+        # the kept tokens' outputs are their own features, others 0
+        torch.testing.assert_close(out[b, kept, 0], kept.float() + 1)

@@ -3,12 +3,14 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.utils import resize_pos_embed
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmceformer.ops import (check_choice, gather_tokens,
-                            groups_from_block_mask, mask_to_index,
+                            groups_from_block_mask, is_tracing, mask_to_index,
                             scatter_tokens)
 from mmceformer.registry import register_model
 from ..layers import EAttention, EAttentionOutput
@@ -22,23 +24,48 @@ class EWindowAttention(EAttention):
     buffer), so Swin checkpoints load unchanged.
 
     Softmax modes add the relative position bias and the shift mask as
-    ``attn_bias``. Linear modes cannot take the bias (it stays in the state
-    dict, unused, SPEC 2.4); the shift mask, which only separates regions of
-    a shifted window, becomes group ids, which the linear kernel honours
-    exactly. Positions are the raster index within the window. There is no
-    CLS token: a window's tokens are scored by the mean query.
+    ``attn_bias``. Linear modes cannot take the bias (SPEC 2.4): it stays in
+    the state dict so checkpoints load, and is frozen (``requires_grad``
+    False) so that DDP with ``find_unused_parameters=False`` does not wait
+    for a gradient that never comes. The shift mask, which only separates
+    regions of a shifted window, becomes group ids, which the linear kernel
+    honours exactly. Positions are the raster index within the window. There
+    is no CLS token: a window's tokens are scored by the mean query.
+
+    The module tree is WindowMSA's (``attn_drop`` an ``nn.Dropout``, a
+    ``softmax`` module); drop path stays in ``ShiftWindowMSA.drop``.
     """
+
+    #: Regions of the shift mask in one window: the shift is smaller than
+    #: the window, so a window straddles at most one region boundary per
+    #: axis (``groups_from_block_mask`` numbers them from 0 per window).
+    MAX_REGIONS = 4
 
     def __init__(self, embed_dims: int, window_size: Sequence[int],
                  num_heads: int, **kwargs):
-        super().__init__(embed_dims, num_heads, num_prefix_tokens=0, **kwargs)
+        attn_drop = kwargs.pop('attn_drop', 0.)
+        super().__init__(
+            embed_dims,
+            num_heads,
+            num_prefix_tokens=0,
+            attn_drop=attn_drop,
+            **kwargs)
         self.window_size = tuple(window_size)
         wh, ww = self.window_size
-        self.relative_position_bias_table = torch.nn.Parameter(
-            torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads),
+            requires_grad=self.kernel == 'softmax')
         self.register_buffer(
             'relative_position_index',
             torch.zeros(1, wh * ww * wh * ww, dtype=torch.long))
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.softmax = nn.Softmax(dim=-1)
+        self.out_drop = self.gamma1 = None  # ShiftWindowMSA.drop does it
+
+    def init_weights(self):
+        """As WindowMSA: the bias table from a truncated normal."""
+        super().init_weights()
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     @classmethod
     def from_window_msa(cls, window_msa, **kwargs) -> 'EWindowAttention':
@@ -90,7 +117,10 @@ class EWindowAttention(EAttention):
             group = groups_from_block_mask(mask)  # (W, N)
             group = group.repeat(windows // mask.shape[0], 1)  # (B * W, N)
         return super().forward(
-            x, grid_size=self.window_size, token_group=group)
+            x,
+            grid_size=self.window_size,
+            token_group=group,
+            num_groups=self.MAX_REGIONS)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """``WindowMSA``'s interface: (B * W, N, C) -> (B * W, N, C); rows of
@@ -196,61 +226,112 @@ class ESwinTransformer(SwinTransformer):
 
     def _pruned_block(self, block, x: Tensor, hw_shape) -> Tensor:
         """A SwinBlock in which only the sampled tokens of each window are
-        updated; the others skip attention and FFN (identity)."""
-        attn_out, keep = self._window_attention(block.attn, block.norm1(x),
-                                                hw_shape)
-        x = x + block.attn.drop(attn_out)  # 0 on skipped tokens
-        index, valid = mask_to_index(keep)  # (B, K) kept tokens
-        kept = gather_tokens(x, index)
-        kept = block.ffn(block.norm2(kept), identity=kept)
-        self.token_counts.append(keep.sum(-1))
-        return scatter_tokens(x, index, kept, valid)
+        updated; the others skip attention and FFN (identity). Honours the
+        block's ``with_cp`` as ``SwinBlock.forward`` does (the checkpoint
+        replays the random draws: torch restores the RNG state)."""
+
+        def inner_forward(x):
+            attn_out, index, valid = self._window_attention(
+                block.attn, block.norm1(x), hw_shape)
+            x = x + block.attn.drop(attn_out)  # 0 on skipped tokens
+            kept = gather_tokens(x, index)  # (B, K, C)
+            kept = block.ffn(block.norm2(kept), identity=kept)
+            return scatter_tokens(x, index, kept, valid), valid.sum(-1)
+
+        if block.with_cp and x.requires_grad:
+            x, count = cp.checkpoint(inner_forward, x, use_reentrant=False)
+        else:
+            x, count = inner_forward(x)
+        self.token_counts.append(count)
+        return x
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              *args, **kwargs):
+        """mmpretrain's conversions of older Swin checkpoints, which its
+        class applies to itself only (``self.__class__ is
+        SwinTransformer``): version < 2 saved the final norm as ``norm.*``,
+        version < 3 saved the shift masks (``attn_mask``)."""
+        version = local_metadata.get('version', None)
+        if version is None or version < 2:
+            last = f'{prefix}norm{len(self.stages) - 1}.'
+            for key in list(state_dict):
+                if key.startswith(f'{prefix}norm.'):
+                    new_key = last + key[len(f'{prefix}norm.'):]
+                    state_dict[new_key] = state_dict.pop(key)
+        if version is None or version < 3:
+            for key in list(state_dict):
+                if key.startswith(prefix) and 'attn_mask' in key:
+                    del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      *args, **kwargs)
 
     @staticmethod
     def _window_attention(shift_msa, x: Tensor, hw_shape):
-        """``ShiftWindowMSA.forward`` that also returns which tokens each
-        window kept: (B, L, C) -> (B, L, C) outputs (0 where not kept) and a
-        (B, L) bool map of the kept tokens."""
+        """``ShiftWindowMSA.forward`` that also says which tokens the
+        windows kept.
+
+        Args:
+            shift_msa (ShiftWindowMSA): the block's attention.
+            x (Tensor): (B, L, C) normalised tokens, L = H * W.
+            hw_shape (tuple[int, int]): (H, W).
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: outputs (B, L, C), 0 where a token
+            was not kept; ``index`` (B, K) long, the image positions of the
+            kept tokens, and ``valid`` (B, K) bool, False on duplicate,
+            padding and out-of-image entries. While tracing K is static
+            (windows x R slots); in eager mode the entries are compacted.
+        """
         batch, length, channels = x.shape
         height, width = hw_shape
         window = shift_msa.window_size
         shift = shift_msa.shift_size
+        # mmpretrain's checks, with its exception types and messages, so
+        # that every mode fails alike.
+        assert length == height * width, f"The query length {length} " \
+            f"doesn't match the input shape ({height}, {width})."
         if min(height, width) == window:
             shift = shift if shift_msa.pad_small_map else 0
-        elif min(height, width) < window and not shift_msa.pad_small_map:
-            raise ValueError(
-                f'The input shape ({height}, {width}) is smaller than the '
-                f'window size ({window}): set pad_small_map=True')
-        x = x.view(batch, height, width, channels)
+        elif min(height, width) < window:
+            assert shift_msa.pad_small_map, \
+                f'The input shape ({height}, {width}) is smaller than the ' \
+                f'window size ({window}). Please set `pad_small_map=True`, ' \
+                'or decrease the `window_size`.'
         pad_r = (window - width % window) % window
         pad_b = (window - height % window) % window
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        padded_h, padded_w = x.shape[1], x.shape[2]
+        padded_h, padded_w = height + pad_b, width + pad_r
+        # The image position of every padded cell (-1 outside the image),
+        # moved through the same shift and partition as the tokens.
+        cell = torch.arange(length, device=x.device).view(1, height, width, 1)
+        cell = F.pad(cell, (0, 0, 0, pad_r, 0, pad_b), value=-1)
+        x = F.pad(x.view(batch, height, width, channels),
+                  (0, 0, 0, pad_r, 0, pad_b))
         if shift > 0:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+            cell = torch.roll(cell, shifts=(-shift, -shift), dims=(1, 2))
         attn_mask = shift_msa.get_attn_mask((padded_h, padded_w),
                                             window_size=window,
                                             shift_size=shift,
                                             device=x.device)
-        # (B, Hp, Wp, C) -> (B * W, window^2, C)
+        # (B, Hp, Wp, C) -> (B * W, window^2, C); cells (W, window^2)
         windows = shift_msa.window_partition(x, window).view(
             -1, window**2, channels)
+        cell = shift_msa.window_partition(cell, window).view(-1, window**2)
         result = shift_msa.w_msa.forward_windows(windows, mask=attn_mask)
-        # (B * W, N) kept map; padding entries (index 0, mask False) add 0,
-        # so they cannot unset a kept token 0.
-        kept = torch.zeros(
-            windows.shape[:2], dtype=torch.long,
-            device=x.device).scatter_add(1, result.index,
-                                         result.mask.long()) > 0
         out = scatter_tokens(
             torch.zeros_like(windows), result.index, result.x, result.mask)
-        # Outputs and the kept map (one more channel) back to the image.
-        merged = torch.cat([out, kept[..., None].to(out.dtype)], dim=-1)
-        merged = shift_msa.window_reverse(
-            merged.view(-1, window, window, channels + 1), padded_h, padded_w,
-            window)  # (B, Hp, Wp, C + 1)
+        out = shift_msa.window_reverse(
+            out.view(-1, window, window, channels), padded_h, padded_w,
+            window)  # (B, Hp, Wp, C)
         if shift > 0:
-            merged = torch.roll(merged, shifts=(shift, shift), dims=(1, 2))
-        merged = merged[:, :height, :width].reshape(batch, length,
-                                                    channels + 1)
-        return merged[..., :channels], merged[..., channels] > 0.5
+            out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+        out = out[:, :height, :width].reshape(batch, length, channels)
+        # Kept slots of each window -> image positions, (B, W * K)
+        index = cell.repeat(batch, 1).gather(1, result.index)
+        valid = result.mask & (index >= 0)
+        index = index.view(batch, -1).clamp(min=0)
+        valid = valid.view(batch, -1)
+        if not is_tracing():  # fewer rows for the FFN (one host sync)
+            keep, valid = mask_to_index(valid)
+            index = index.gather(1, keep)
+        return out, index.masked_fill(~valid, 0), valid

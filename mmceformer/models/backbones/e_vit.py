@@ -5,7 +5,7 @@ import torch
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
-from mmceformer.ops import check_choice, tokens_to_grid
+from mmceformer.ops import tokens_to_grid
 from mmceformer.registry import register_model
 from ..layers import EAttention, SimplePyramid, Tokens, attention_block
 
@@ -77,7 +77,8 @@ class EViT(VisionTransformer):
                  out_type: str = 'cls_token',
                  pyramid_levels: Sequence[int] = (0, 1, 2, 3),
                  **kwargs):
-        check_choice('out_type', out_type, tuple(sorted(self.OUT_TYPES)))
+        # out_type is checked by VisionTransformer against OUT_TYPES, with
+        # its exception type, as for every other argument it takes.
         super().__init__(*args, out_type=out_type, **kwargs)
         self.attn_mode = attn_mode
         self.prune_layers = resolve_prune_layers(prune_layers, self.num_layers)
@@ -109,11 +110,12 @@ class EViT(VisionTransformer):
                 feature_map=feature_map,
                 pos_weight=pos_weight,
                 num_prefix_tokens=self.num_extra_tokens)
-            # Same key names as mmpretrain: attn.gamma1 (layer scale) stays
-            # inside attn, DropPath has no parameters.
+            # mmpretrain's layer scale and drop path, under their names.
             attn.gamma1 = old.gamma1
+            attn.out_drop = old.out_drop
             layer.attn = attn
-            layer.attn_drop_path = old.out_drop
+        if self.frozen_stages > 0:  # mmpretrain froze the replaced layers
+            self._freeze_stages()
         if out_type == 'pyramid':
             if len(self.out_indices) != 1:
                 raise ValueError("out_type='pyramid' builds on one layer: "
@@ -146,8 +148,7 @@ class EViT(VisionTransformer):
                 tokens,
                 layer.attn,
                 layer.ln1,
-                lambda y, layer=layer: layer.attn_drop_path(
-                    layer.attn.gamma1(y)),
+                None,  # attn applies its gamma1 and out_drop
                 lambda t, _, layer=layer: layer.ffn(
                     layer.ln2(t.x), identity=t.x),
                 seq_len=seq_len,

@@ -143,10 +143,18 @@ class EAttention(BaseModule):
         self.num_prefix_tokens = num_prefix_tokens
         self.eps = eps
 
+        # The module tree of mmpretrain's MultiheadAttention, in its order,
+        # so that code written against it (and optimizer states, which
+        # follow the parameter order) works on this module too.
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
+        # Drop path and layer scale after ``proj``, as MultiheadAttention's
+        # ``out_drop`` and ``gamma1``; a backbone may replace them, or set
+        # them to None where its own layers apply them.
+        self.out_drop = nn.Identity()
+        self.gamma1 = nn.Identity()
         self.value_conv = nn.Conv2d(
             embed_dims, embed_dims, 3, padding=1,
             groups=embed_dims) if value_conv else None
@@ -157,6 +165,14 @@ class EAttention(BaseModule):
         layer with the linear kernel, CLS scores and a CLS token."""
         return (self.prune_tokens and self.kernel == 'linear'
                 and self.score == 'cls' and self.num_prefix_tokens >= 1)
+
+    @property
+    def attn_drop_rate(self) -> float:
+        """Dropout on softmax weights: ``attn_drop`` is a float here, as in
+        MultiheadAttention, and an ``nn.Dropout`` in Swin's window
+        attention, as in WindowMSA."""
+        drop = self.attn_drop
+        return drop.p if isinstance(drop, nn.Dropout) else float(drop)
 
     @property
     def kernel(self) -> str:
@@ -174,7 +190,8 @@ class EAttention(BaseModule):
                 grid_size: Optional[Sequence[int]] = None,
                 token_mask: Optional[Tensor] = None,
                 attn_bias: Optional[Tensor] = None,
-                token_group: Optional[Tensor] = None) -> EAttentionOutput:
+                token_group: Optional[Tensor] = None,
+                num_groups: Optional[int] = None) -> EAttentionOutput:
         """
         Args:
             x (Tensor): (B, N, C) tokens, prefix tokens first.
@@ -193,6 +210,8 @@ class EAttention(BaseModule):
             token_group (Tensor | None): (B, N) long group ids for the
                 linear kernel: only tokens of one group attend to each other
                 (the linear form of Swin's shifted-window mask).
+            num_groups (int | None): bound on the ``token_group`` ids
+                (default: read from them, a host sync).
 
         Returns:
             EAttentionOutput: outputs, and which tokens they belong to.
@@ -207,10 +226,11 @@ class EAttention(BaseModule):
         if token_group is not None and self.kernel == 'softmax':
             raise ValueError(f"token_group is for the linear kernel; with "
                              f"attn_mode='{self.attn_mode}' pass an attn_bias")
-        seq_len = num if seq_len is None else int(seq_len)
-        # Kernels take pos=None as arange(N) (their position features are
-        # cached then); the explicit (B, N) positions are built only where
-        # tokens are picked.
+        # int(): while tracing, sizes are 0-dim tensors; R is static anyway
+        seq_len = int(num if seq_len is None else seq_len)
+        # Kernels take pos=None as arange(N) (shared (1, N) position
+        # features, no validation sync); the explicit (B, N) positions are
+        # built only where tokens are picked.
         all_pos = torch.arange(num, device=x.device) if pos is None else pos
         all_pos = all_pos.expand(batch, num)
         # (B, N, 3C) -> (3, B, H, N, C/H)
@@ -237,6 +257,7 @@ class EAttention(BaseModule):
                 pos_weight=self.pos_weight,
                 grid_size=grid_size,
                 token_group=token_group,
+                num_groups=num_groups,
                 select=self.select,
                 deterministic=not self.training,
                 eps=self.eps)
@@ -270,7 +291,8 @@ class EAttention(BaseModule):
                     grid_size=grid_size,
                     eps=self.eps,
                     q_group=q_group,
-                    k_group=token_group)
+                    k_group=token_group,
+                    num_groups=num_groups)
             else:
                 out = self._softmax(q, k, v, token_mask, attn_bias)
         # (B, H, Nq, D) -> (B, Nq, C)
@@ -280,6 +302,9 @@ class EAttention(BaseModule):
                                        all_pos if q_pos is None else q_pos,
                                        q_mask, grid_size)
         out = self.proj_drop(self.proj(out))
+        for post in (self.gamma1, self.out_drop):  # MultiheadAttention order
+            if post is not None:
+                out = post(out)
         return EAttentionOutput(out, index, mask)
 
     def _add_value_conv(self, out, v, pos, token_mask, q_pos, q_mask,
@@ -310,7 +335,7 @@ class EAttention(BaseModule):
             k,
             v,
             attn_mask=mask,
-            dropout_p=self.attn_drop if self.training else 0.,
+            dropout_p=self.attn_drop_rate if self.training else 0.,
             scale=self.scale)
 
     def _sample(self, q, k, v, pos, seq_len, grid_size, token_mask):
