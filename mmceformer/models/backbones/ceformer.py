@@ -16,6 +16,7 @@ block, and four switches for the ablation of table 4-3:
 from typing import Optional, Sequence
 
 import torch
+import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
@@ -33,19 +34,45 @@ from .e_vit import resolve_prune_layers
 
 class ConvStem(BaseModule):
     """C4: Conv 7x7 stride 2 -> BN -> ReLU -> MaxPool 3x3 stride 2 ->
-    Conv 4x4 stride 4: (B, 3, H, W) -> (B, C, H/16, W/16)."""
+    Conv 4x4 stride 4: (B, 3, H, W) -> (B, C, H/16, W/16).
 
-    def __init__(self, in_channels: int, stem_channels: int, embed_dims: int):
+    ``deploy=True`` (or :meth:`switch_to_deploy`): the BatchNorm folded
+    into the convolution, which then has a bias (exact in eval mode)."""
+
+    def __init__(self,
+                 in_channels: int,
+                 stem_channels: int,
+                 embed_dims: int,
+                 deploy: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(
-            in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
-        self.bn = nn.BatchNorm2d(stem_channels)
+            in_channels, stem_channels, 7, stride=2, padding=3, bias=deploy)
+        self.bn = nn.Identity() if deploy else nn.BatchNorm2d(stem_channels)
         self.act = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
         self.proj = nn.Conv2d(stem_channels, embed_dims, 4, stride=4)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.pool(self.act(self.bn(self.conv(x)))))
+
+    def switch_to_deploy(self):
+        """``BN(W * x) = (g / s) W * x + (b - g m / s)``, s = sqrt(var+eps),
+        with the running statistics: the eval-mode stem, in one conv."""
+        if isinstance(self.bn, nn.Identity):
+            return
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+        conv = nn.Conv2d(
+            self.conv.in_channels,
+            self.conv.out_channels,
+            7,
+            stride=2,
+            padding=3,
+            bias=True).to(self.conv.weight)
+        with torch.no_grad():
+            conv.weight.copy_(self.conv.weight * scale[:, None, None, None])
+            conv.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.conv, self.bn = conv, nn.Identity()
 
 
 class ConvFFN(BaseModule):
@@ -62,19 +89,23 @@ class ConvFFN(BaseModule):
                  hidden_dims: int,
                  use_dwconv: bool = True,
                  dilations: Sequence[int] = (2, 3),
-                 drop: float = 0.):
+                 drop: float = 0.,
+                 deploy: bool = False):
         super().__init__()
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
-        branches = ([1] if use_dwconv else []) + list(dilations)
-        self.dw_convs = ModuleList([
-            nn.Conv2d(
-                hidden_dims,
-                hidden_dims,
-                3,
-                padding=d,
-                dilation=d,
-                groups=hidden_dims) for d in branches
-        ])
+        self.dilations = ([1] if use_dwconv else []) + list(dilations)
+        if deploy and self.dilations:  # one merged kernel
+            self.dw_convs = ModuleList([self._merged_conv(hidden_dims)])
+        else:
+            self.dw_convs = ModuleList([
+                nn.Conv2d(
+                    hidden_dims,
+                    hidden_dims,
+                    3,
+                    padding=d,
+                    dilation=d,
+                    groups=hidden_dims) for d in self.dilations
+            ])
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
@@ -119,6 +150,40 @@ class ConvFFN(BaseModule):
                                    dim=1)
         hidden_out = self.drop(self.act(hidden_out))
         return self.drop(self.fc2(hidden_out))
+
+    def _merged_conv(self, channels: int) -> nn.Conv2d:
+        """The depthwise conv that holds every branch: kernel 2 d_max + 1,
+        padding d_max (7x7 for dilations 1, 2, 3)."""
+        reach = max(self.dilations)
+        return nn.Conv2d(
+            channels,
+            channels,
+            2 * reach + 1,
+            padding=reach,
+            groups=channels)
+
+    def switch_to_deploy(self):
+        """Structural re-parameterisation of C2 + C3: the summed depthwise
+        3x3 branches of dilations ``d`` equal one depthwise conv whose
+        kernel holds each 3x3 kernel at its dilated taps ``reach + d (i -
+        1)``, biases added (zero padding agrees: every branch pads by its
+        own reach, the merged one by the largest). Exact; one pass over the
+        hidden map instead of one per branch plus their sums."""
+        reach = max(self.dilations, default=0)
+        first = self.dw_convs[0] if len(self.dw_convs) else None
+        if first is None or (len(self.dw_convs) == 1 and first.dilation[0] == 1
+                             and first.kernel_size[0] == 2 * reach + 1):
+            return  # no branch, or one plain kernel already
+        channels = self.dw_convs[0].in_channels
+        merged = self._merged_conv(channels).to(first.weight)
+        with torch.no_grad():
+            merged.weight.zero_()
+            merged.bias.zero_()
+            for conv, d in zip(self.dw_convs, self.dilations):
+                taps = slice(reach - d, reach + d + 1, d)  # 3 taps
+                merged.weight[:, :, taps, taps] += conv.weight
+                merged.bias += conv.bias
+        self.dw_convs = ModuleList([merged])
 
 
 class CEFormerBlock(BaseModule):
@@ -191,6 +256,13 @@ class CEFormer(BaseBackbone):
         drop_rate (float): dropout after attention and in the FFN.
         drop_path_rate (float): stochastic depth, linear over the blocks.
         norm_cfg (dict): token norm.
+        with_cp (bool): activation checkpointing of every block in training
+            (recomputed in backward, random draws replayed), as mmpretrain's
+            backbones offer; saves memory at the cost of time.
+        deploy (bool): build the deploy form directly (what
+            :meth:`switch_to_deploy` makes: merged C2/C3 kernels, the stem's
+            BN folded), e.g. to load a checkpoint converted by
+            ``tools/model_converters/reparameterize_model.py``.
         init_cfg (dict | list | None): mmengine initialisation, e.g.
             ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
 
@@ -226,6 +298,8 @@ class CEFormer(BaseBackbone):
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  norm_cfg=dict(type='LN', eps=1e-6),
+                 with_cp: bool = False,
+                 deploy: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
@@ -248,6 +322,8 @@ class CEFormer(BaseBackbone):
         self.use_c = (use_c1, use_c2, use_c3, use_c4)
         self.attn_mode = attn_mode
         self.out_type = out_type
+        self.with_cp = with_cp
+        self.deploy = deploy
         self.prune_layers = resolve_prune_layers(prune_layers, self.depth)
 
         self.img_size = to_2tuple(img_size)
@@ -256,7 +332,7 @@ class CEFormer(BaseBackbone):
                              f'per 16x16 pixels), got {img_size}')
         if use_c4:
             self.patch_embed = ConvStem(in_channels, stem_channels,
-                                        self.embed_dims)
+                                        self.embed_dims, deploy)
         else:
             self.patch_embed = nn.Conv2d(
                 in_channels, self.embed_dims, 16, stride=16)
@@ -278,6 +354,7 @@ class CEFormer(BaseBackbone):
                 rates[i],
                 norm_cfg,
                 ffn_cfg=dict(
+                    deploy=deploy,
                     use_dwconv=use_c2,
                     dilations=tuple(dilations) if use_c3 else ()),
                 attn_cfg=dict(
@@ -304,6 +381,48 @@ class CEFormer(BaseBackbone):
             trunc_normal_(self.pos_embed, std=0.02)
             trunc_normal_(self.cls_token, std=0.02)
 
+    def switch_to_deploy(self):
+        """Turn the model into its deploy form in place (mmpretrain's
+        convention, as RepVGG / MobileOne): each FFN's C2/C3 branches
+        merged into one depthwise kernel and the stem's BatchNorm folded
+        into its convolution. Exact in eval mode (tested to 1e-5); the model
+        can no longer be trained."""
+        if isinstance(self.patch_embed, ConvStem):
+            self.patch_embed.switch_to_deploy()
+        for layer in self.layers:
+            layer.ffn.switch_to_deploy()
+        self.deploy = True
+        self.eval()
+
+    def train(self, mode: bool = True):
+        if mode and getattr(self, 'deploy', False):
+            raise RuntimeError(
+                'CEFormer is in deploy form (switch_to_deploy() or '
+                'deploy=True): its folded BatchNorm and merged kernels '
+                'cannot be trained; build it with deploy=False to train')
+        return super().train(mode)
+
+    def get_layer_depth(self, param_name: str, prefix: str = ''):
+        """Layer-wise depth of a parameter, for mmpretrain's layer-wise
+        learning-rate decay (``LearningRateDecayOptimWrapperConstructor``),
+        by the rule of its ``VisionTransformer``: the stem, CLS token and
+        position embedding are depth 0, block ``i`` is ``i + 1``, the rest
+        (final norm, pyramid, anything outside ``prefix``) is the last.
+
+        Returns:
+            tuple[int, int]: the depth and the number of depths.
+        """
+        num_layers = self.depth + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name in ('cls_token', 'pos_embed') or \
+                name.startswith('patch_embed'):
+            return 0, num_layers
+        if name.startswith('layers.'):
+            return int(name.split('.')[1]) + 1, num_layers
+        return num_layers - 1, num_layers
+
     def forward(self, x: Tensor):
         """x: (B, 3, H, W) -> a 1-tuple (``cls_token``: (B, C),
         ``avg_featmap``: (B, C), ``featmap``: (B, C, H/16, W/16)) or, for
@@ -327,7 +446,11 @@ class CEFormer(BaseBackbone):
         seq_len = tokens.x.shape[1]
         self.token_counts = []
         for layer in self.layers:
-            tokens = layer(tokens, seq_len, grid_size)
+            if self.with_cp and tokens.x.requires_grad:
+                tokens = cp.checkpoint(
+                    layer, tokens, seq_len, grid_size, use_reentrant=False)
+            else:
+                tokens = layer(tokens, seq_len, grid_size)
             self.token_counts.append(tokens.processed)
         tokens = tokens._replace(x=self.ln1(tokens.x))
         return self._format(tokens, grid_size)
