@@ -47,6 +47,7 @@ def test_builds_from_a_config_of_each_toolbox(scope, tmp_path):
     assert out.x.shape[0] == 2 and out.index.shape[1] <= 1 + 8
 
 
+@pytest.mark.mmcv_ops
 def test_mmcv_compiled_ops():
     from mmcv.ops import MultiScaleDeformableAttention, RoIAlign, nms
     boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.],
@@ -134,10 +135,46 @@ class _Payload:
 
 
 def test_checkpoint_with_arbitrary_object_is_refused(tmp_path):
+    """Through every mmengine entry point, on every torch: torch's own
+    weights-only loader (>= 2.6) or our restricted unpickler (< 2.6)."""
     marker = tmp_path / 'code_ran'
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'meta': _Payload(str(marker))}, path)
     from mmengine.runner import load_checkpoint
-    with pytest.raises(pickle.UnpicklingError, match='weights_only'):
-        load_checkpoint(torch.nn.Linear(2, 1), str(path))
+    from mmengine.runner.checkpoint import _load_checkpoint
+    for load in (lambda: load_checkpoint(torch.nn.Linear(2, 1), str(path)),
+                 lambda: _load_checkpoint(str(path), map_location='cpu')):
+        with pytest.raises(pickle.UnpicklingError, match='(?i)weights.only'):
+            load()
+    assert not marker.exists()
+    # Resuming a Runner from it is refused too.
+    runner = _runner(tmp_path / 'resume', max_epochs=1)
+    with pytest.raises(pickle.UnpicklingError, match='(?i)weights.only'):
+        runner.resume(str(path))
+    assert not marker.exists()
+
+
+def test_restricted_unpickler_loads_runner_checkpoints_refuses_code(
+        tmp_path):
+    """The torch < 2.6 path, exercised on whatever torch runs the tests:
+    a Runner checkpoint (tensors, numpy log buffers, scheduler Counter,
+    optimizer state) loads in full; a payload does not run."""
+    from mmceformer.utils.checkpoint import restricted_torch_load
+    runner = _runner(tmp_path, max_epochs=1)
+    runner.train()
+    path = tmp_path / 'epoch_1.pth'
+    with restricted_torch_load():
+        restricted = torch.load(path)
+    plain = torch.load(path, weights_only=False)
+    assert restricted.keys() == plain.keys()
+    assert restricted['meta']['epoch'] == 1
+    torch.testing.assert_close(restricted['state_dict'], plain['state_dict'])
+    marker = tmp_path / 'code_ran'
+    evil = tmp_path / 'evil.pth'
+    torch.save({'meta': _Payload(str(marker))}, evil)
+    with restricted_torch_load():
+        with pytest.raises(pickle.UnpicklingError, match='open'):
+            torch.load(evil)
+        # A caller's explicit choice is kept, as on torch >= 2.6.
+        assert torch.load(path, weights_only=False)['meta']['epoch'] == 1
     assert not marker.exists()
