@@ -29,11 +29,17 @@ setup(
     python_requires='>=3.8',
     # mmcv is left out on purpose, as mmdet and mmpretrain do: it must be
     # built with its compiled ops (see tools/setup_env.sh).
-    install_requires=[
+    # torch >= 2.1: F.scaled_dot_product_attention(scale=...); 2.1 is the
+    # oldest torch with OpenMMLab's prebuilt mmcv 2.1.0 wheels, tested in
+    # CI (make test-compat).
+    install_requires=['torch>=2.1'] + [
         r for r in read_requirements('runtime.txt')
         if not r.startswith('mmcv')
     ],
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={
+        'tests': read_requirements('tests.txt'),
+        'deploy': read_requirements('deploy.txt'),
+    },
     license='Apache License 2.0',
     zip_safe=False,
 )
