@@ -7,6 +7,8 @@ from mmengine.registry import init_default_scope
 
 import mmceformer  # noqa: F401
 
+pytestmark = pytest.mark.mmcv_ops  # Mask R-CNN needs RoIAlign, nms
+
 BACKBONES = {
     'EViT':
     dict(

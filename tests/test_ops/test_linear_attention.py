@@ -1,6 +1,7 @@
 """linear_attention (O(N)) against its O(N^2) reference and by hand."""
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -145,8 +146,18 @@ def test_gradcheck_fp64(pos_weight):
             a, b, c, pos_weight=pos_weight, grid_size=GRID), inputs)
 
 
+def cpu_autocast_supports(dtype):
+    """torch 2.1's CPU autocast has bfloat16 only: asked for float16 it
+    warns and stays off."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return torch.autocast('cpu', dtype=dtype)._enabled
+
+
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_half_precision_autocast_stays_finite_at_16k_tokens(dtype):
+    if not cpu_autocast_supports(dtype):
+        pytest.skip(f'this torch has no CPU autocast to {dtype}')
     gen = torch.Generator().manual_seed(0)
     n, dim = 16384, 16
     q = torch.randn(1, 2, n, dim, generator=gen) * 10

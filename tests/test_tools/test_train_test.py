@@ -10,6 +10,8 @@ import torch
 
 from mmceformer.datasets import make_toy_coco
 
+pytestmark = pytest.mark.mmcv_ops  # Mask R-CNN needs RoIAlign, nms
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / 'configs' / 'toy' / 'mask_rcnn_ceformer_toy.py')
 sys.path.insert(0, str(ROOT / 'tools'))
