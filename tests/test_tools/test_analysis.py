@@ -48,6 +48,7 @@ def test_measure_counts_pruned_tokens(shrink_config):
     assert eattn['tokens'][:3] == [256.0] * 3 and eattn['tokens'][3] <= 179
 
 
+@pytest.mark.mmcv_ops  # builds Mask R-CNN
 def test_measure_detector_reports_backbone_and_whole(shrink_config):
     result = measure(
         config('mask_rcnn_ceformer_s_coco.py', shrink_config), (128, 160))
@@ -55,6 +56,7 @@ def test_measure_detector_reports_backbone_and_whole(shrink_config):
     assert 0 < result['backbone_params'] < result['params']
 
 
+@pytest.mark.mmcv_ops  # builds Mask R-CNN
 def test_get_flops_cli(capsys):
     import get_flops
     get_flops.main([
@@ -79,6 +81,7 @@ def test_benchmark_compares_two_configs(shrink_config):
         assert r['latency_ms'] > 0 and r['images_per_s'] > 0
 
 
+@pytest.mark.mmcv_ops  # builds Mask R-CNN
 def test_reproduce_tables_rows(shrink_config):
     import reproduce_tables
     text = reproduce_tables.build_tables(

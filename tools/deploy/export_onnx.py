@@ -53,10 +53,10 @@ def prunes(backbone) -> bool:
 def load_for_export(config, checkpoint=None, backbone_only=False):
     """The config's model in eval and deploy form, wrapped for export."""
     cfg = Config.fromfile(config) if isinstance(config, str) else config
-    model, scope = build_model(cfg)
-    if scope == 'mmdet' and not backbone_only:
+    if cfg.get('default_scope') == 'mmdet' and not backbone_only:
         raise ValueError('detectors export as --backbone-only (their '
                          'post-processing is mmdet\'s, not this tool\'s)')
+    model, _ = build_model(cfg)
     if checkpoint:
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, checkpoint, map_location='cpu')

@@ -330,13 +330,16 @@ class EAttention(BaseModule):
                 mask = mask.masked_fill(~keep, float('-inf'))
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
+        # SDPA's own scale is D^-0.5; another one is folded into q rather
+        # than passed as ``scale=`` (torch 2.1's ONNX exporter fails on it).
+        if self.scale != self.head_dims**-0.5:
+            q = q * (self.scale * self.head_dims**0.5)
         return F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            dropout_p=self.attn_drop_rate if self.training else 0.,
-            scale=self.scale)
+            dropout_p=self.attn_drop_rate if self.training else 0.)
 
     def _sample(self, q, k, v, pos, seq_len, grid_size, token_mask):
         """Score the tokens from the CLS (or mean) query's attention row and
