@@ -2,6 +2,7 @@
 
     python tools/benchmark_attention.py                     # CPU, defaults
     python tools/benchmark_attention.py --lengths 197 4096 --device cuda
+    python tools/benchmark_attention.py --crossover --lengths 49 197 576
 
 For each sequence length N (B=1, H=6, D=64 by default) it measures, in the
 same run: ``F.scaled_dot_product_attention`` (softmax), ``linear_attention``
@@ -116,6 +117,46 @@ def run(args, device):
     return rows
 
 
+def crossover(args, device):
+    """Time the two evaluation orders of the same linear attention
+    (``QUADRATIC_COST_RATIO`` forced to infinity / 0) for each N, with
+    their MAC ratio: the measurement behind the dispatcher's constant."""
+    la = sys.modules['mmceformer.ops.linear_attention']  # not the function
+    rows = []
+    for num in args.lengths:
+        gen = torch.Generator().manual_seed(num)
+        q, k, v = (
+            torch.randn(args.batch, args.heads, num, args.dim,
+                        generator=gen).to(device) for _ in range(3))
+        saved = la.QUADRATIC_COST_RATIO
+
+        def run_with(ratio):
+            la.QUADRATIC_COST_RATIO = ratio
+            try:
+                return linear_attention(q, k, v, pos_weight=args.pos_weight)
+            finally:
+                la.QUADRATIC_COST_RATIO = saved
+
+        quad_s, lin_s = interleaved_latency(
+            [lambda: run_with(float('inf')), lambda: run_with(0.)],
+            args.warmup, args.repeats, device)
+        feats = 1 if args.pos_weight is None else (
+            2 if args.pos_weight == '1d' else 4)
+        linear = 2 * num * feats * args.dim * (args.dim + 1)
+        quadratic = num * num * (2 * args.dim + feats + 1)
+        rows.append((num, quadratic / linear, 1e3 * quad_s, 1e3 * lin_s,
+                     la.prefer_quadratic(num, num, args.dim, args.dim,
+                                         feats)))
+    print('| N | MACs quadratic / linear | quadratic ms | linear ms | '
+          'linear / quadratic time | dispatcher takes |\n|---|---|---|---|'
+          '---|---|')
+    for num, macs, quad, lin, quadratic in rows:
+        print(f"| {num} | {macs:.2f} | {quad:.3f} | {lin:.3f} | "
+              f"{lin / quad:.2f}x | {'quadratic' if quadratic else 'linear'}"
+              ' |')
+    return rows
+
+
 def format_table(rows):
     lines = [
         '| N | SDPA ms | linear ms | E-Attn ms | SDPA / linear time | '
@@ -149,6 +190,16 @@ def main(argv=None):
         type=int,
         default=None,
         help='torch CPU threads (default: torch decides)')
+    parser.add_argument(
+        '--crossover',
+        action='store_true',
+        help='time the quadratic against the linear order of the linear '
+        'kernel instead (the dispatcher constant)')
+    parser.add_argument(
+        '--pos-weight',
+        default='1d',
+        type=lambda s: None if s == 'none' else s,
+        help="'1d', '2d' (needs a square N) or 'none', for --crossover")
     parser.add_argument('--peak-child', nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peak_child:
@@ -159,6 +210,11 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.crossover:
+        print(f'# device={device} threads={torch.get_num_threads()} '
+              f'B={args.batch} H={args.heads} D={args.dim} '
+              f'pos_weight={args.pos_weight}, median of {args.repeats}')
+        return crossover(args, device)
     print(f'# device={device} threads={torch.get_num_threads()} '
           f'B={args.batch} H={args.heads} D={args.dim} '
           f'keep_ratio={args.keep_ratio} median of {args.repeats}; memory: '

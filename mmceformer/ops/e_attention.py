@@ -33,7 +33,9 @@ def e_attention(q: Tensor,
                 deterministic: bool = True,
                 generator: Optional[torch.Generator] = None,
                 eps: float = 1e-6,
-                chunk_size: int = 1024) -> Tuple[Tensor, Tensor, Tensor]:
+                chunk_size: int = 1024,
+                static: Optional[bool] = None,
+                validate: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
     """E-Attention, eq. (3-14): linear self-attention (eq. 3-9) whose CLS
     row scores the tokens (eq. 3-10), inverse-CDF sampling keeps r' <= R of
     them (eq. 3-12, 3-13), and only the kept queries are computed.
@@ -62,6 +64,10 @@ def e_attention(q: Tensor,
         select, deterministic, generator: as in :func:`sample_tokens`.
         eps (float): denominator bound.
         chunk_size (int): tokens per chunk of the O(N) passes.
+        static (bool | None): layout of the kept tokens, as in
+            :func:`sample_tokens`.
+        validate (bool): check positions (a host sync), as in
+            :func:`linear_attention`.
 
     Returns:
         tuple[Tensor, Tensor, Tensor]: outputs (B, H, P + R', Dv) in the
@@ -80,7 +86,7 @@ def e_attention(q: Tensor,
     with autocast_disabled(q.device):
         q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid = _prepare(
             q, k, v, pos, pos, seq_len, token_mask, feature_map, pos_weight,
-            grid_size, token_group, token_group, num_groups)
+            grid_size, token_group, token_group, num_groups, validate)
         batch, _, num, _ = q_acc.shape
         quadratic = prefer_quadratic(num_samples + prefix, num,
                                      q.shape[-1], v.shape[-1],
@@ -112,7 +118,9 @@ def e_attention(q: Tensor,
             valid_image,
             select=select,
             deterministic=deterministic,
-            generator=generator)  # (B, R')
+            generator=generator,
+            static=static,
+            validate=False)  # (B, R'); scores >= 0 by construction
         index, mask = with_prefix(kept, kept_mask, prefix)  # (B, P + R')
         # (B, H, N, D) -> (B, H, P + R', D); features (1|B, N, F) likewise
         q_kept = gather_tokens(q_acc.transpose(1, 2), index).transpose(1, 2)

@@ -86,7 +86,15 @@ def _normalise_positions(pos: Optional[Tensor], n: int, batch: int, name: str,
     return pos.long()
 
 
-def _features(pos, num, batch, name, seq_len, pos_weight, grid_size, device):
+def _features(pos,
+              num,
+              batch,
+              name,
+              seq_len,
+              pos_weight,
+              grid_size,
+              device,
+              validate=True):
     """Validated positions -> (query features, key features), (1|B, N, P).
 
     ``None`` stands for ``arange(num)``. Its features are computed at each
@@ -101,7 +109,7 @@ def _features(pos, num, batch, name, seq_len, pos_weight, grid_size, device):
         pos = torch.arange(num, device=device).unsqueeze(0)
         return position_features(pos, seq_len, pos_weight, grid_size)
     pos = _normalise_positions(pos, num, batch, name, device)
-    if pos.numel() and not is_tracing():  # a value check: eager only
+    if validate and pos.numel() and not is_tracing():  # eager value check
         low, high = (int(v) for v in pos.aminmax())  # one device sync
         if low < 0 or high >= seq_len:
             raise ValueError(
@@ -194,7 +202,8 @@ def _prepare(q,
              grid_size,
              q_group=None,
              k_group=None,
-             num_groups=None):
+             num_groups=None,
+             validate=True):
     """Validate arguments; return fp32 phi(q), phi(k), v, position features
     and the (B, Nk) key mask."""
     check_choice('feature_map', feature_map, FEATURE_MAPS)
@@ -217,9 +226,9 @@ def _prepare(q,
     if seq_len < 1:
         raise ValueError(f'seq_len must be >= 1, got {seq_len}')
     q_feat, _ = _features(q_pos, num_q, batch, 'q_pos', seq_len, pos_weight,
-                          grid_size, q.device)
+                          grid_size, q.device, validate)
     _, k_feat = _features(k_pos, num_k, batch, 'k_pos', seq_len, pos_weight,
-                          grid_size, q.device)
+                          grid_size, q.device, validate)
     if (q_group is None) != (k_group is None):
         raise ValueError('q_group and k_group must be given together')
     if q_group is not None:
@@ -337,9 +346,11 @@ def _apply_queries(q_acc, q_feat, kv, z, feature_map, eps, chunk_size):
 #: The quadratic form is taken while its MACs are at most this many times
 #: the linear form's: it runs as three large matmuls instead of a dozen
 #: small ops (lift, chunked reductions), which pays off for few tokens
-#: (windows, 224x224 ViTs). Measured with tools/benchmark_attention.py
-#: --crossover (docs/benchmarks.md).
-QUADRATIC_COST_RATIO = 2.0
+#: (Swin windows). Measured on 2 CPU threads with tools/
+#: benchmark_attention.py --crossover (docs/benchmarks.md): the quadratic
+#: form was 1.2x faster at a MAC ratio of 1.13 (N=144) and even at 1.55
+#: (N=197), 1.7x slower at 2.02 (N=256).
+QUADRATIC_COST_RATIO = 1.5
 
 
 def prefer_quadratic(num_q: int, num_k: int, dim: int, dim_v: int,
@@ -401,7 +412,8 @@ def linear_attention(q: Tensor,
                      q_group: Optional[Tensor] = None,
                      k_group: Optional[Tensor] = None,
                      num_groups: Optional[int] = None,
-                     chunk_size: int = 1024) -> Tensor:
+                     chunk_size: int = 1024,
+                     validate: bool = True) -> Tensor:
     """Linear attention with cos re-weighting, eq. (3-5) with (3-7)/(3-8),
     computed as eq. (3-9) (and, for a query subset, eq. 3-14) in O(N), or,
     for few tokens, in the O(Nq Nk) order of the same products
@@ -437,6 +449,9 @@ def linear_attention(q: Tensor,
             and a value-dependent shape, so give it when it is known.
         chunk_size (int): tokens per chunk of the two O(N) passes; bounds
             the temporary memory, not the result.
+        validate (bool): check that positions lie in ``[0, seq_len)`` (a
+            host sync, skipped while tracing); callers whose positions are
+            valid by construction (the backbones) pass False.
 
     Returns:
         Tensor: (B, H, Nq, Dv), in the dtype of ``q``.
@@ -444,7 +459,7 @@ def linear_attention(q: Tensor,
     with autocast_disabled(q.device):
         q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid = _prepare(
             q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
-            grid_size, q_group, k_group, num_groups)
+            grid_size, q_group, k_group, num_groups, validate)
         if prefer_quadratic(q.shape[2], k.shape[2], q.shape[-1],
                             v.shape[-1], k_feat.shape[-1]):
             phi_k = _zero_where_invalid(feature_map_fn(k_acc, feature_map),

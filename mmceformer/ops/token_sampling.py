@@ -68,7 +68,8 @@ def cls_attention_scores(
         grid_size: Optional[Sequence[int]] = None,
         scale: Optional[float] = None,
         eps: float = 1e-6,
-        generator: Optional[torch.Generator] = None) -> Tensor:
+        generator: Optional[torch.Generator] = None,
+        validate: bool = True) -> Tensor:
     """Importance of each non-prefix token, eq. (3-10):
     ``h_j = a_0j / sum_{i >= P} a_0i``, ``a_0`` being the attention row of the
     CLS query, computed per head, summed over heads (section 3.3.2).
@@ -100,6 +101,8 @@ def cls_attention_scores(
         q_pos, k_pos, seq_len, feature_map, pos_weight, grid_size: as in
             :func:`~mmceformer.ops.linear_attention`.
         scale (float | None): softmax logit scale, default ``D ** -0.5``.
+        validate (bool): check positions (a host sync), as in
+            :func:`~mmceformer.ops.linear_attention`.
 
     Returns:
         Tensor: (B, Nk - P) float32 scores, zero on masked tokens, each row
@@ -131,7 +134,7 @@ def cls_attention_scores(
     k_feat = None
     if use_pos:
         _, k_feat = _features(k_pos, num_k, batch, 'k_pos', seq_len,
-                              pos_weight, grid_size, k.device)
+                              pos_weight, grid_size, k.device, validate)
     image_mask = key_mask[:, num_prefix_tokens:]
 
     with autocast_disabled(k.device):
@@ -151,7 +154,8 @@ def cls_attention_scores(
             q_feat = None
             if use_pos:
                 q_feat, _ = _features(q_pos, num_q, batch, 'q_pos', seq_len,
-                                      pos_weight, grid_size, q.device)
+                                      pos_weight, grid_size, q.device,
+                                      validate)
             received = torch.zeros(batch, heads, num_k, device=k.device)
             # Chunks over queries bound the memory of the softmax kernel; the
             # linear kernel could do it in one go but the sums are the same.
@@ -173,7 +177,7 @@ def cls_attention_scores(
                 pos = torch.as_tensor(q_cls_pos, device=k.device).long()
                 q_feat, _ = _features(
                     pos.reshape(-1, 1), 1, batch, 'q_cls_pos', seq_len,
-                    pos_weight, grid_size, k.device)
+                    pos_weight, grid_size, k.device, validate)
             key_feat = None if q_feat is None else k_feat
             row = _query_attention_rows(q_cls, k, key_mask, kernel, scale,
                                         q_feat, key_feat, feature_map,
@@ -254,7 +258,8 @@ def sample_tokens(
         select: str = 'inverse_cdf',
         deterministic: bool = True,
         generator: Optional[torch.Generator] = None,
-        static: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
+        static: Optional[bool] = None,
+        validate: bool = True) -> Tuple[Tensor, Tensor]:
     """Choose the tokens to keep from their scores (section 3.3.3).
 
     ``'inverse_cdf'``: with ``CDF_i = sum_{j <= i} h_j`` (eq. 3-12), draw R
@@ -287,6 +292,9 @@ def sample_tokens(
         static (bool | None): the static layout (True), the compact one
             (False) or, by default, static while tracing or compiling
             (:func:`is_tracing`) and compact in eager mode.
+        validate (bool): check that the scores are non-negative (a host
+            sync, skipped while tracing); False for scores that are by
+            construction.
 
     Returns:
         tuple[Tensor, Tensor]: ``index`` (B, K) long indices into N in
@@ -308,7 +316,7 @@ def sample_tokens(
     elif valid.shape != scores.shape or valid.dtype != torch.bool:
         raise ValueError(f'valid must be a bool tensor of shape '
                          f'{tuple(scores.shape)}, got {tuple(valid.shape)}')
-    if not tracing and (scores < 0).any():  # a value check: eager only
+    if validate and not tracing and (scores < 0).any():  # eager only
         raise ValueError('scores must be non-negative')
     probs = torch.where(valid, scores.float(), torch.zeros((), device=device))
     empty_rows = probs.sum(-1, keepdim=True) <= 0

@@ -205,7 +205,7 @@ class CEFormerBlock(BaseModule):
     def forward(self, tokens: Tokens, seq_len: int, grid_size) -> Tokens:
         prefix = self.attn.num_prefix_tokens
 
-        def ffn_residual(kept: Tokens, context: Optional[Tokens]) -> Tensor:
+        def ffn_residual(kept, context):  # (Tokens, Tokens | None) -> Tensor
             if context is None:
                 out = self.ffn(
                     kept._replace(x=self.ln2(kept.x)), prefix, grid_size)

@@ -44,11 +44,14 @@ class EWindowAttention(EAttention):
     def __init__(self, embed_dims: int, window_size: Sequence[int],
                  num_heads: int, **kwargs):
         attn_drop = kwargs.pop('attn_drop', 0.)
+        # Static slots always: the block compacts the kept tokens of all
+        # windows of an image at once (one host sync per block).
         super().__init__(
             embed_dims,
             num_heads,
             num_prefix_tokens=0,
             attn_drop=attn_drop,
+            static_shapes=True,
             **kwargs)
         self.window_size = tuple(window_size)
         wh, ww = self.window_size

@@ -1,6 +1,7 @@
 """DeiT / ViT with E-Attention (thesis tables 3-4, 3-5, 3-6)."""
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
@@ -114,6 +115,11 @@ class EViT(VisionTransformer):
             attn.gamma1 = old.gamma1
             attn.out_drop = old.out_drop
             layer.attn = attn
+        # mmpretrain gives mmcv's DropPath numpy floats (np.linspace); a
+        # branch on one is a torch.compile graph break in every block.
+        for module in self.modules():
+            if isinstance(getattr(module, 'drop_prob', None), np.floating):
+                module.drop_prob = float(module.drop_prob)
         if self.frozen_stages > 0:  # mmpretrain froze the replaced layers
             self._freeze_stages()
         if out_type == 'pyramid':

@@ -88,7 +88,15 @@ class EAttention(BaseModule):
             ``w_ij (x_i' + x_j')`` would need a kernel per query and are
             dropped, so this is the translation-invariant part only (SPEC 3).
             The prefix tokens have no cell and get no such term.
+        static_shapes (bool | None): layout of the kept tokens (see
+            :func:`~mmceformer.ops.sample_tokens`): None = static R slots
+            while tracing or compiling, compacted in eager mode (one host
+            sync per pruning layer); True = always static.
         init_cfg (dict | None): mmengine initialisation config.
+
+    Positions passed to :meth:`forward` are not range-checked (that would
+    be a host sync per layer): they must lie in ``[0, seq_len)``, as the
+    backbones' are by construction.
     """
 
     def __init__(self,
@@ -109,6 +117,7 @@ class EAttention(BaseModule):
                  num_prefix_tokens: int = 1,
                  eps: float = 1e-6,
                  value_conv: bool = False,
+                 static_shapes: Optional[bool] = None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         check_choice('attn_mode', attn_mode, ATTN_MODES)
@@ -142,6 +151,7 @@ class EAttention(BaseModule):
         self.pos_weight = pos_weight
         self.num_prefix_tokens = num_prefix_tokens
         self.eps = eps
+        self.static_shapes = static_shapes
 
         # The module tree of mmpretrain's MultiheadAttention, in its order,
         # so that code written against it (and optimizer states, which
@@ -260,7 +270,9 @@ class EAttention(BaseModule):
                 num_groups=num_groups,
                 select=self.select,
                 deterministic=not self.training,
-                eps=self.eps)
+                eps=self.eps,
+                static=self.static_shapes,
+                validate=False)
             q_pos, q_mask = gather_tokens(all_pos, index), mask
         else:
             if self.prune_tokens:
@@ -292,7 +304,8 @@ class EAttention(BaseModule):
                     eps=self.eps,
                     q_group=q_group,
                     k_group=token_group,
-                    num_groups=num_groups)
+                    num_groups=num_groups,
+                    validate=False)
             else:
                 out = self._softmax(q, k, v, token_mask, attn_bias)
         # (B, H, Nq, D) -> (B, Nq, C)
@@ -373,7 +386,8 @@ class EAttention(BaseModule):
             pos_weight=self.pos_weight,
             grid_size=grid_size,
             scale=self.scale,
-            eps=self.eps)  # (B, N - P)
+            eps=self.eps,
+            validate=False)  # (B, N - P)
         num_draws = num_kept_tokens(self.keep_ratio, seq_len - prefix)
         valid = None if token_mask is None else token_mask[:, prefix:]
         kept, kept_mask = sample_tokens(
@@ -381,6 +395,8 @@ class EAttention(BaseModule):
             num_draws,
             valid,
             select=self.select,
-            deterministic=not self.training)  # (B, R') each
+            deterministic=not self.training,
+            static=self.static_shapes,
+            validate=False)  # (B, R') each; scores >= 0 by construction
         index, mask = with_prefix(kept, kept_mask, prefix)  # (B, P + R')
         return index, mask
