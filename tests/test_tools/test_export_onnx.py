@@ -128,3 +128,19 @@ def test_export_tool_refuses_a_whole_detector():
         str(ROOT / 'configs' / 'toy' / 'mask_rcnn_ceformer_toy.py'))
     with pytest.raises(ValueError, match='backbone-only'):
         export_onnx.load_for_export(cfg)
+
+
+@pytest.mark.parametrize(
+    'config', ['cls_deit_s_linear_in1k.py', 'cls_ceformer_s_in1k.py'])
+def test_dynamic_export_runs_other_batch_sizes(config, shrink_config,
+                                               tmp_path):
+    cfg = Config.fromfile(str(ROOT / 'configs' / config))
+    shrink_config(cfg)
+    wrapper = export_onnx.load_for_export(cfg, backbone_only=True)
+    path = str(tmp_path / 'dynamic.onnx')
+    export_onnx.export(wrapper, images(batch=1), path, dynamic=True)
+    x = images(batch=3, seed=5)
+    with torch.no_grad():
+        expected = wrapper(x)
+    for e, g in zip(expected, run_onnx(path, x)):
+        np.testing.assert_allclose(g, e.numpy(), atol=1e-4, rtol=1e-4)

