@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mmceformer  # noqa: F401
+from mmceformer.testing import TINY_BACKBONES
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,23 +32,7 @@ def default_scope_mmpretrain():
 
 
 # Shrink the backbone, keep every other option of the config.
-TINY = {
-    'EViT':
-    dict(
-        arch=dict(
-            embed_dims=48, num_layers=4, num_heads=3, feedforward_channels=96),
-        img_size=64),
-    'CEFormer':
-    dict(
-        arch=dict(embed_dims=48, depth=4, num_heads=2, stem_channels=16),
-        img_size=64),
-    'ESwinTransformer':
-    dict(
-        arch=dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2]),
-        img_size=64,
-        window_size=4,
-        pad_small_map=True),
-}
+TINY = TINY_BACKBONES
 
 
 def _tiny_model_cfg(cfg):

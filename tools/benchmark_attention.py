@@ -98,13 +98,18 @@ def peak_memory(method, num, args, device):
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def random_qkv(args, num, device):
+    """Reproducible (B, H, N, D) queries, keys and values."""
+    gen = torch.Generator().manual_seed(num)
+    return tuple(
+        torch.randn(args.batch, args.heads, num, args.dim,
+                    generator=gen).to(device) for _ in range(3))
+
+
 def run(args, device):
     rows = []
     for num in args.lengths:
-        gen = torch.Generator().manual_seed(num)
-        q, k, v = (
-            torch.randn(args.batch, args.heads, num, args.dim,
-                        generator=gen).to(device) for _ in range(3))
+        q, k, v = random_qkv(args, num, device)
         row = {'N': num}
         seconds = interleaved_latency([
             lambda m=method: m(q, k, v, args.keep_ratio)
@@ -124,10 +129,7 @@ def crossover(args, device):
     la = sys.modules['mmceformer.ops.linear_attention']  # not the function
     rows = []
     for num in args.lengths:
-        gen = torch.Generator().manual_seed(num)
-        q, k, v = (
-            torch.randn(args.batch, args.heads, num, args.dim,
-                        generator=gen).to(device) for _ in range(3))
+        q, k, v = random_qkv(args, num, device)
         saved = la.QUADRATIC_COST_RATIO
 
         def run_with(ratio):

@@ -7,9 +7,9 @@
    ``e_attention`` equal their O(N^2) references / composed parts (fp32,
    every position weighting, masks, pruned queries); bf16 and fp16
    autocast stay finite at N=16384.
-2. One AMP (bf16) training step of Mask R-CNN with each backbone x
-   attention mode (tiny backbones): finite losses, every trainable
-   parameter gets a gradient.
+2. One AMP (fp16 autocast, as mmdet's ``--amp``) training step of Mask
+   R-CNN with each backbone x attention mode (tiny backbones): finite
+   losses, every trainable parameter gets a gradient.
 3. Speed: ``tools/benchmark_attention.py`` on the device, and DeiT-S with
    E-Attention / CEFormer-S against mmpretrain's DeiT-S (backbones, eval,
    bf16 autocast) at 800x1344, as latency ratios from one interleaved run.
@@ -30,27 +30,11 @@ from mmceformer.models.layers.e_attention import ATTN_MODES
 from mmceformer.ops import (cls_attention_scores, e_attention,
                             linear_attention, linear_attention_reference,
                             sample_tokens)
+from mmceformer.testing import TINY_BACKBONES as TINY
 from mmceformer.utils.complexity import interleaved_latency
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
-TINY = {
-    'EViT':
-    dict(
-        arch=dict(
-            embed_dims=48, num_layers=4, num_heads=3, feedforward_channels=96),
-        img_size=64),
-    'CEFormer':
-    dict(
-        arch=dict(embed_dims=48, depth=4, num_heads=2, stem_channels=16),
-        img_size=64),
-    'ESwinTransformer':
-    dict(
-        arch=dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2]),
-        img_size=64,
-        window_size=4,
-        pad_small_map=True),
-}
 
 
 def check(name, ok, detail=''):
@@ -91,10 +75,13 @@ def kernel_checks(device, long_n):
         v,
         q_pos=index)
     err = float(((out - composed).abs() * kept[:, None, :, None]).max())
+    # e_attention's index counts the CLS token; sample_tokens' does not
+    same_tokens = torch.equal(index[:, 1:][kept[:, 1:]] - 1,
+                              image[image_mask])
     results.append(
-        check('e_attention == scores + sampling + linear', err < 1e-4 and
-              torch.equal(index[:, 1:][kept[:, 1:]], image[image_mask]),
-              f'max abs diff {err:.1e}'))
+        check('e_attention == scores + sampling + linear',
+              err < 1e-4 and same_tokens,
+              f'max abs diff {err:.1e}, same tokens {same_tokens}'))
     for dtype in (torch.bfloat16, torch.float16):
         big = [torch.randn(1, 2, long_n, 16, generator=gen).to(device) * 10
                for _ in range(3)]
@@ -107,7 +94,7 @@ def kernel_checks(device, long_n):
 
 
 def amp_training_steps(device):
-    print('2. AMP (bf16) Mask R-CNN training step, backbone x mode')
+    print('2. AMP (fp16 on CUDA) Mask R-CNN training step, backbone x mode')
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmengine.registry import init_default_scope
@@ -137,7 +124,12 @@ def amp_training_steps(device):
                 num_classes=3,
                 with_mask=True)
             data = model.data_preprocessor(packed, True)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            # fp16 autocast, as mmdet's --amp (AmpOptimWrapper) on GPUs; the
+            # CPU smoke run stays fp32 (mmcv's CPU NMS takes float only).
+            with torch.autocast(
+                    device.type,
+                    dtype=torch.float16,
+                    enabled=device.type == 'cuda'):
                 losses = model(**data, mode='loss')
             loss, _ = model.parse_losses(losses)
             loss.backward()
@@ -160,7 +152,9 @@ def speed(device, shape, repeats, lengths):
         '--device', device.type, '--repeats',
         str(repeats), '--lengths', *map(str, lengths)
     ])
+    from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')
     models = {
         'DeiT-S (mmpretrain)':
         dict(type='VisionTransformer', arch='deit-small', img_size=224),
@@ -183,7 +177,8 @@ def speed(device, shape, repeats, lengths):
     inputs = torch.randn(1, 3, *shape, device=device)
     fns = []
     for cfg in models.values():
-        model = MODELS.build(cfg).to(device).eval()
+        model = MODELS.build(cfg).to(device)
+        model.eval()  # (mmpretrain's backbones' train() returns None)
 
         def fn(model=model):
             with torch.autocast(device.type, dtype=torch.bfloat16):

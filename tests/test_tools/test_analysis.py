@@ -122,3 +122,13 @@ def test_compare_modes_ratios():
     table = compare_modes.format_rows(rows, 2)
     assert '| cls_deit_s_eattn_in1k.py | 64x96 |' in table
     assert '| 1.00 |' in table  # the first config against itself
+
+
+@pytest.mark.mmcv_ops  # Mask R-CNN steps
+def test_gpu_check_smoke_run_on_cpu(capsys):
+    """tools/gpu_check.py's quick CPU run: every check passes (the GPU run
+    is the same script with full sizes)."""
+    import gpu_check
+    assert gpu_check.main(['--device', 'cpu', '--quick']) == 0
+    printed = capsys.readouterr().out
+    assert '[FAIL]' not in printed and 'all checks passed' in printed

@@ -1,0 +1,21 @@
+"""Small settings for tests and smoke checks (as ``mmdet.testing``)."""
+
+#: Backbone options that shrink each registered backbone to a few blocks
+#: of a few channels, for 64x64 inputs; every other option keeps its value.
+TINY_BACKBONES = {
+    'EViT':
+    dict(
+        arch=dict(
+            embed_dims=48, num_layers=4, num_heads=3, feedforward_channels=96),
+        img_size=64),
+    'CEFormer':
+    dict(
+        arch=dict(embed_dims=48, depth=4, num_heads=2, stem_channels=16),
+        img_size=64),
+    'ESwinTransformer':
+    dict(
+        arch=dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2]),
+        img_size=64,
+        window_size=4,
+        pad_small_map=True),
+}
