@@ -15,8 +15,10 @@
 # mmcv==2.1.0`) is kept. Otherwise it is built once (about 15 minutes on 2
 # cores) and the wheel is kept in $MMCEFORMER_CACHE (default
 # ~/.cache/mmceformer), keyed by mmcv, torch, Python and CUDA versions and
-# the build mode: CUDA ops are built whenever nvcc is found (FORCE_CUDA=1;
-# TORCH_CUDA_ARCH_LIST is honoured and part of the key), CPU ops otherwise.
+# the build mode: CUDA ops when nvcc and a CUDA torch are there and a GPU is
+# visible or FORCE_CUDA=1 / TORCH_CUDA_ARCH_LIST is set (both honoured, the
+# arch list part of the key); CPU ops otherwise (FORCE_CUDA=0 forces them).
+# A CPU wheel is never reused by a CUDA build, nor the other way round.
 #
 # MMCEFORMER_MMCV=lite installs mmcv 2.1.0 without compiled ops from its
 # unpacked sdist (seconds; the distribution is then named mmcv-lite): for a
@@ -101,8 +103,21 @@ elif ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSIO
     if [[ -z "$NVCC" && -n "${CUDA_HOME:-}" && -x "$CUDA_HOME/bin/nvcc" ]]; then
         NVCC="$CUDA_HOME/bin/nvcc"
     fi
+    # CUDA ops need nvcc and a CUDA torch, and a target: a visible GPU, or
+    # FORCE_CUDA=1 / TORCH_CUDA_ARCH_LIST (a GPU-less login node building
+    # for its GPU nodes). FORCE_CUDA=0 asks for CPU ops; so does a machine
+    # with a CUDA toolkit but no GPU (a CPU CI runner), where a CUDA build
+    # would take hours and serve nothing.
+    TORCH_CUDA="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
+    GPU_VISIBLE="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
+    WANT_CUDA=0
+    if [[ -n "$NVCC" && -n "$TORCH_CUDA" && "${FORCE_CUDA:-}" != 0 ]]; then
+        if [[ "${FORCE_CUDA:-}" == 1 || -n "${TORCH_CUDA_ARCH_LIST:-}" || "$GPU_VISIBLE" == 1 ]]; then
+            WANT_CUDA=1
+        fi
+    fi
     BUILD_ENV=(MMCV_WITH_OPS=1 "MAX_JOBS=${MAX_JOBS:-$(nproc)}")
-    if [[ -n "$NVCC" ]]; then
+    if [[ "$WANT_CUDA" == 1 ]]; then
         CUDA_VERSION="$("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
         ARCHS="${TORCH_CUDA_ARCH_LIST:-auto}"
         MODE="cuda${CUDA_VERSION}-arch${ARCHS// /_}"
