@@ -20,3 +20,15 @@ def probe_loss(outs, seed=0):
     input, so its gradients are round-off.)"""
     gen = torch.Generator().manual_seed(seed)
     return sum((o * torch.randn(o.shape, generator=gen)).sum() for o in outs)
+
+
+def peaked_attention(model, std=0.25, seed=0):
+    """Larger ``qkv`` weights, so that attention (and with it the tokens that
+    sampling keeps) depends on the image, as in a trained model; at init the
+    CLS row is nearly uniform and every image keeps the same tokens."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith('qkv'):
+                module.weight.normal_(0, std, generator=gen)
+    return model

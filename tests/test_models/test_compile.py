@@ -4,7 +4,7 @@ and the compiled model's outputs equal eager mode's."""
 import pytest
 import torch
 from conftest import TINY
-from helpers import images, in_mode
+from helpers import images, in_mode, peaked_attention
 from mmpretrain.registry import MODELS
 from torch.torch_version import TorchVersion
 
@@ -16,15 +16,6 @@ from mmceformer.models.layers.e_attention import ATTN_MODES
 FULL_GRAPH = TorchVersion(torch.__version__) >= (2, 14)
 
 
-def peaked(model):
-    """qkv weights that make attention image-dependent, as trained."""
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if name.endswith('qkv'):
-                module.weight.normal_(0, 0.25)
-    return model
-
-
 @pytest.mark.parametrize('mode', ATTN_MODES)
 @pytest.mark.parametrize('name', sorted(TINY))
 def test_compiles_without_graph_breaks_and_matches_eager(name, mode):
@@ -34,7 +25,8 @@ def test_compiles_without_graph_breaks_and_matches_eager(name, mode):
                     '(InternalTorchDynamoError in guards.CONSTANT_MATCH)')
     torch.manual_seed(0)
     model = in_mode(
-        peaked(MODELS.build(dict(type=name, attn_mode=mode, **TINY[name]))),
+        peaked_attention(
+            MODELS.build(dict(type=name, attn_mode=mode, **TINY[name]))),
         training=False)
     x = images(batch=2, seed=1)
     dynamo.reset()

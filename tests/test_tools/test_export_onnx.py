@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
-from helpers import images, in_mode
+from helpers import images, in_mode, peaked_attention
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
@@ -78,10 +78,7 @@ def test_backbone_exports_and_matches_onnxruntime(name, mode, tmp_path,
         MODELS.build(
             dict(type=name, attn_mode=mode, **TINY[name], **OPTIONS[name])),
         training=False)
-    with torch.no_grad():  # peaked, image-dependent attention, as trained
-        for module_name, module in backbone.named_modules():
-            if module_name.endswith('qkv'):
-                module.weight.normal_(0, 0.25)
+    peaked_attention(backbone)
     model = WithCounts(backbone).eval()
     size = SIZES.get(name, (64, 64))
     example = images(batch=2, size=size, seed=0)
