@@ -7,11 +7,11 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .linear_attention import (_accumulate_keys, _apply_queries, _prepare,
-                               _quadratic_queries, _zero_where_invalid,
+from .linear_attention import (_accumulate_keys, _apply_queries, _phi_keys,
+                               _prepare, _quadratic_queries,
                                autocast_disabled, feature_map_fn,
                                lift_features, prefer_quadratic,
-                               safe_denominator)
+                               quadratic_similarities, safe_denominator)
 from .token_sampling import sample_tokens
 from .tokens import gather_tokens, with_prefix
 
@@ -92,12 +92,11 @@ def e_attention(q: Tensor,
                                      q.shape[-1], v.shape[-1],
                                      k_feat.shape[-1])
         if quadratic:
-            phi_k = _zero_where_invalid(feature_map_fn(k_acc, feature_map),
-                                        valid)  # (B, H, N, D)
+            phi_k = _phi_keys(k_acc, valid, feature_map)  # (B, H, N, D)
             # S(0, j) = phi(q_0) . phi(k_j) * a_0 . b_j: (B, H, N)
-            rows = (feature_map_fn(q_acc[:, :, :1], feature_map)
-                    @ phi_k.transpose(-2, -1))[:, :, 0] * (
-                        q_feat[:, :1] @ k_feat.transpose(-2, -1))
+            rows = quadratic_similarities(q_acc[:, :, :1], q_feat[:, :1],
+                                          phi_k, k_feat, feature_map)
+            rows = rows[:, :, 0]
         else:
             # q~_0: (B, H, 1, D) -> (B, H, 1, P * D)
             score_tilde = lift_features(

@@ -268,10 +268,22 @@ def _zero_where_invalid(x: Tensor, valid: Optional[Tensor]) -> Tensor:
                                              device=x.device))
 
 
+def _phi_keys(k, valid, feature_map):
+    """``phi(k)``: (B, H, n, D), 0 on masked keys."""
+    return _zero_where_invalid(feature_map_fn(k, feature_map), valid)
+
+
 def _key_features(k, k_feat, valid, feature_map):
     """k~ of eq. (3-9): (B, H, n, D) -> (B, H, n, P * D), 0 on masked keys."""
-    phi_k = _zero_where_invalid(feature_map_fn(k, feature_map), valid)
-    return lift_features(phi_k, k_feat)
+    return lift_features(_phi_keys(k, valid, feature_map), k_feat)
+
+
+def _bound_denominator(denominator, feature_map, eps):
+    """``|den| >= eps``: with ``'elu1'`` similarities are positive, so a
+    clamp; otherwise :func:`safe_denominator` keeps the sign."""
+    if feature_map == 'elu1':
+        return denominator.clamp(min=eps)
+    return safe_denominator(denominator, eps)
 
 
 def group_features(pos_feat: Tensor, group: Tensor, num_groups: int) -> Tensor:
@@ -334,11 +346,7 @@ def _apply_queries(q_acc, q_feat, kv, z, feature_map, eps, chunk_size):
         q_tilde = lift_features(
             feature_map_fn(q_acc[:, :, s:e], feature_map),
             q_feat[:, s:e])  # (B, H, n, P * D)
-        denominator = q_tilde @ z  # (B, H, n, 1)
-        if feature_map == 'elu1':  # positive similarities
-            denominator = denominator.clamp(min=eps)
-        else:
-            denominator = safe_denominator(denominator, eps)
+        denominator = _bound_denominator(q_tilde @ z, feature_map, eps)
         outs.append((q_tilde @ kv) / denominator)  # (B, H, n, Dv)
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
@@ -387,15 +395,22 @@ def _quadratic_queries(q_acc, q_feat, phi_k, k_feat, v_acc, num_valid,
     Returns:
         Tensor: (B, H, Nq, Dv).
     """
+    sims = quadratic_similarities(q_acc, q_feat, phi_k, k_feat,
+                                  feature_map)  # (B, H, Nq, Nk)
+    # Means over the valid keys, as the O(N) form's sums, taken on the
+    # (B, H, Nq, .) results rather than on the Nq x Nk similarities.
+    denominator = _bound_denominator(
+        sims.sum(-1, keepdim=True) / num_valid, feature_map, eps)
+    return (sims @ v_acc) / num_valid / denominator
+
+
+def quadratic_similarities(q_acc, q_feat, phi_k, k_feat, feature_map):
+    """``S(i, j) = phi(q_i) . phi(k_j) * a_i . b_j`` of eq. (3-5), explicitly:
+    (B, H, Nq, D) queries, (1|B, Nq, F) and (1|B, Nk, F) position features
+    and (B, H, Nk, D) ``phi(k)`` -> (B, H, Nq, Nk)."""
     weight = q_feat @ k_feat.transpose(-2, -1)  # (1|B, Nq, Nk)
     sims = feature_map_fn(q_acc, feature_map) @ phi_k.transpose(-2, -1)
-    sims = sims * (weight.unsqueeze(1) / num_valid)  # (B, H, Nq, Nk)
-    denominator = sims.sum(-1, keepdim=True)
-    if feature_map == 'elu1':  # positive similarities
-        denominator = denominator.clamp(min=eps)
-    else:
-        denominator = safe_denominator(denominator, eps)
-    return (sims @ v_acc) / denominator
+    return sims * weight.unsqueeze(1)
 
 
 def linear_attention(q: Tensor,
@@ -462,8 +477,7 @@ def linear_attention(q: Tensor,
             grid_size, q_group, k_group, num_groups, validate)
         if prefer_quadratic(q.shape[2], k.shape[2], q.shape[-1],
                             v.shape[-1], k_feat.shape[-1]):
-            phi_k = _zero_where_invalid(feature_map_fn(k_acc, feature_map),
-                                        valid)
+            phi_k = _phi_keys(k_acc, valid, feature_map)
             out = _quadratic_queries(q_acc, q_feat, phi_k, k_feat, v_acc,
                                      num_valid, feature_map, eps)
         else:
@@ -496,7 +510,7 @@ def linear_attention_reference(q: Tensor,
             q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
             grid_size, q_group, k_group)
         phi_q = feature_map_fn(q_acc, feature_map)
-        phi_k = _zero_where_invalid(feature_map_fn(k_acc, feature_map), valid)
+        phi_k = _phi_keys(k_acc, valid, feature_map)
         batch = q.shape[0]
         num_q, num_k = q.shape[2], k.shape[2]
         if seq_len is None:
