@@ -51,12 +51,15 @@ def test_config_builds_trains_and_predicts(config, tiny_model_cfg):
         from mmpretrain.registry import MODELS
         from mmpretrain.structures import DataSample
         model = MODELS.build(model_cfg)
+        num_classes = model_cfg.head.num_classes
         packed = dict(
             inputs=[
                 torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
                 for _ in range(2)
             ],
-            data_samples=[DataSample().set_gt_label(i) for i in (3, 7)])
+            data_samples=[
+                DataSample().set_gt_label(i % num_classes) for i in (3, 7)
+            ])
     model.init_weights()  # as the Runner does (e.g. DETR's focal prior)
     model.train()
     data = model.data_preprocessor(packed, True)

@@ -1,17 +1,29 @@
-"""The built-in default job (`make demo`): toy COCO set -> train -> COCO
-mAP -> pictures, on a laptop CPU.
+"""The built-in default job (`make demo`): the real two-stage workflow on
+toy data, on a laptop CPU: mmpretrain pre-training -> Mask R-CNN fine-tuning
+in mmdet -> COCO mAP -> where E-Attention keeps tokens.
 
-    python tools/demo.py [--work-dir work_dirs/demo]
-        [--data-root data/toy_coco]
+    python tools/demo.py [--work-dir work_dirs/demo] [--from-scratch]
+        [--data-root data/toy_coco] [--cls-data-root data/toy_cls]
 
-1. writes the toy set (tools/make_toy_coco.py) if it is absent;
-2. trains configs/toy/mask_rcnn_ceformer_toy.py with tools/train.py,
-   resuming from the last checkpoint if a run was interrupted;
-3. evaluates the last checkpoint with tools/test.py (COCO bbox and segm mAP,
+1. writes the toy sets (tools/make_toy_coco.py; the classification set with
+   --cls) if they are absent;
+2. pre-trains the backbone: tools/train.py configs/toy/cls_ceformer_toy.py
+   (WORK_DIR/pretrain), the stand-in for ImageNet pre-training;
+3. fine-tunes configs/toy/mask_rcnn_ceformer_toy.py from that checkpoint
+   through the backbone's init_cfg (Pretrained, prefix='backbone.'), as the
+   COCO configs do (WORK_DIR/detect); with --from-scratch stage 2 starts from
+   random weights and stage 1 is skipped;
+4. evaluates the last checkpoint with tools/test.py (COCO bbox and segm mAP,
    written to WORK_DIR/metrics.json);
-4. draws predictions on validation images (WORK_DIR/vis/pred_*.png) and the
-   tokens E-Attention keeps at each pruning block (WORK_DIR/vis/tokens.png,
+5. measures the adaptivity of token sampling on the val set
+   (tools/analysis/token_adaptivity.py: keep rate of tokens on objects /
+   keep rate of background tokens, per pruning block; WORK_DIR/adaptivity.json);
+6. draws predictions on validation images (WORK_DIR/vis/pred_*.png) and the
+   tokens kept at each pruning block on one image (WORK_DIR/vis/tokens.png,
    tools/analysis/visualize_tokens.py).
+
+Both trainings run with --resume: re-running the command after an
+interruption continues where it stopped.
 """
 import argparse
 import json
@@ -23,6 +35,8 @@ import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'toy', 'mask_rcnn_ceformer_toy.py')
+CLS_CONFIG = osp.join(ROOT, 'configs', 'toy', 'cls_ceformer_toy.py')
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
 
 
 def data_options(data_root):
@@ -36,22 +50,35 @@ def data_options(data_root):
     ]
 
 
-def ensure_data(data_root, num_train, num_val):
-    ann = osp.join(data_root, 'annotations', 'instances_val.json')
-    if osp.exists(ann):
-        print(f'[demo] toy set found in {data_root}')
+def cls_data_options(data_root):
+    root = data_root.rstrip('/') + '/'
+    return [
+        f'{loader}.dataset.data_root={root}'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ]
+
+
+def ensure_data(data_root, num_train, num_val, classification=False):
+    """Write a toy set (``make_toy_cls`` if ``classification``) unless its
+    last file is there already."""
+    from mmceformer.datasets import make_toy_cls, make_toy_coco
+    last = 'labels_val.json' if classification else 'instances_val.json'
+    kind = 'classification' if classification else 'COCO'
+    if osp.exists(osp.join(data_root, 'annotations', last)):
+        print(f'[demo] toy {kind} set found in {data_root}')
         return
-    from mmceformer.datasets import make_toy_coco
-    print(f'[demo] writing the toy set to {data_root} '
+    print(f'[demo] writing the toy {kind} set to {data_root} '
           f'({num_train} train / {num_val} val images)')
-    make_toy_coco(data_root, num_train, num_val)
+    make = make_toy_cls if classification else make_toy_coco
+    make(data_root, num_train, num_val)
 
 
-def train(work_dir, options):
-    """tools/train.py with --resume: continues an interrupted run."""
+def train(config, work_dir, options):
+    """tools/train.py with --resume (continues an interrupted run); returns
+    the path of the last checkpoint."""
     command = [
         sys.executable,
-        osp.join(ROOT, 'tools', 'train.py'), CONFIG, '--work-dir', work_dir,
+        osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir,
         '--resume', '--cfg-options', *options
     ]
     print('[demo] ' + ' '.join(command[1:4]) + ' ...', flush=True)
@@ -80,13 +107,14 @@ def test(work_dir, checkpoint, options):
     return metrics
 
 
-def draw_pictures(work_dir, checkpoint, data_root, num_images=4):
-    """Predictions on the first validation images, and kept tokens."""
+def draw_pictures(work_dir, checkpoint, data_root, num_images=4,
+                  adaptivity=None):
+    """Predictions on the first validation images, and kept tokens (titled
+    with the val-set adaptivity rows, if given)."""
     import mmcv
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
     from mmengine.config import Config
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
     import visualize_tokens
 
     vis_dir = osp.join(work_dir, 'vis')
@@ -114,9 +142,30 @@ def draw_pictures(work_dir, checkpoint, data_root, num_images=4):
         written.append(out_file)
     shown, panels = visualize_tokens.kept_tokens(CONFIG, checkpoint,
                                                  osp.join(image_dir, names[0]))
+    title = 'tokens kept by E-Attention'
+    if adaptivity:
+        title += '; val set, object / background keep rate: ' + ', '.join(
+            f"{row['ratio']:.2f} (block {row['block']})"
+            for row in adaptivity)
     written.append(
-        visualize_tokens.draw(shown, panels, osp.join(vis_dir, 'tokens.png')))
+        visualize_tokens.draw(shown, panels, osp.join(vis_dir, 'tokens.png'),
+                              title))
     return written
+
+
+def measure_adaptivity(work_dir, checkpoint, data_root):
+    """Adaptivity of token sampling on the toy val set, per pruning block;
+    printed and written to WORK_DIR/adaptivity.json."""
+    import token_adaptivity
+    rows = token_adaptivity.measure(
+        CONFIG, checkpoint,
+        osp.join(data_root, 'annotations', 'instances_val.json'),
+        osp.join(data_root, 'val'))
+    print('[demo] token sampling on the val set (1.0 = not adaptive):')
+    print(token_adaptivity.format_table(rows))
+    with open(osp.join(work_dir, 'adaptivity.json'), 'w') as f:
+        json.dump(rows, f, indent=1)
+    return rows
 
 
 def main(argv=None):
@@ -125,26 +174,57 @@ def main(argv=None):
         '--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
     parser.add_argument(
         '--data-root', default=osp.join(ROOT, 'data', 'toy_coco'))
+    parser.add_argument(
+        '--cls-data-root', default=osp.join(ROOT, 'data', 'toy_cls'))
     parser.add_argument('--train-images', type=int, default=200)
     parser.add_argument('--val-images', type=int, default=50)
+    parser.add_argument('--cls-train-images', type=int, default=2000)
+    parser.add_argument('--cls-val-images', type=int, default=200)
     parser.add_argument('--pictures', type=int, default=4)
+    parser.add_argument(
+        '--from-scratch',
+        action='store_true',
+        help='skip pre-training: Mask R-CNN from random weights')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         default=[],
-        help='extra key=value overrides for train and test')
+        help='extra key=value overrides for detection (train and test)')
+    parser.add_argument(
+        '--cls-cfg-options',
+        nargs='+',
+        default=[],
+        help='extra key=value overrides for pre-training')
     args = parser.parse_args(argv)
     ensure_data(args.data_root, args.train_images, args.val_images)
-    options = data_options(args.data_root) + args.cfg_options
-    checkpoint = train(args.work_dir, options)
+    options = data_options(args.data_root)
+    if args.from_scratch:
+        options.append('model.backbone.init_cfg=None')
+    else:
+        ensure_data(
+            args.cls_data_root,
+            args.cls_train_images,
+            args.cls_val_images,
+            classification=True)
+        pretrained = train(
+            CLS_CONFIG, osp.join(args.work_dir, 'pretrain'),
+            cls_data_options(args.cls_data_root) + args.cls_cfg_options)
+        print(f'[demo] stage 2 starts from {pretrained}')
+        options.append(f'model.backbone.init_cfg.checkpoint={pretrained}')
+    options += args.cfg_options
+    checkpoint = train(CONFIG, osp.join(args.work_dir, 'detect'), options)
     metrics = test(args.work_dir, checkpoint, options)
+    adaptivity = measure_adaptivity(args.work_dir, checkpoint, args.data_root)
     pictures = draw_pictures(args.work_dir, checkpoint, args.data_root,
-                             args.pictures)
+                             args.pictures, adaptivity)
     print('[demo] done.')
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
         print(f'[demo] {key}: {metrics.get(key)}')
+    for row in adaptivity:
+        print(f"[demo] block {row['block']}: tokens on objects kept "
+              f"{row['ratio']:.2f}x as often as background tokens")
     print('[demo] pictures: ' + ', '.join(pictures))
-    return metrics, pictures
+    return metrics, pictures, adaptivity
 
 
 if __name__ == '__main__':

@@ -1,25 +1,44 @@
-"""Write the built-in toy COCO set (circles, squares, triangles).
+"""Write the built-in toy sets (circles, squares, triangles).
 
     python tools/make_toy_coco.py data/toy_coco [--train 200] [--val 50]
         [--size H W] [--seed 0]
+    python tools/make_toy_coco.py data/toy_cls --cls [--train 2000]
+        [--val 200] [--size 128 128] [--seed 1]
+
+The first writes the instance-segmentation set (COCO format, mmdet); with
+``--cls`` the classification set for mmpretrain pre-training (label: the
+colour family of an image's objects; mmceformer.datasets.make_toy_cls).
 """
 import argparse
 
-from mmceformer.datasets import make_toy_coco
+from mmceformer.datasets import make_toy_cls, make_toy_coco
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('out_dir')
-    parser.add_argument('--train', type=int, default=200)
-    parser.add_argument('--val', type=int, default=50)
     parser.add_argument(
-        '--size', type=int, nargs=2, default=(256, 256), metavar=('H', 'W'))
-    parser.add_argument('--seed', type=int, default=0)
+        '--cls',
+        action='store_true',
+        help='write the classification set (default: instance segmentation)')
+    parser.add_argument('--train', type=int, help='200, or 2000 with --cls')
+    parser.add_argument('--val', type=int, help='50, or 200 with --cls')
+    parser.add_argument(
+        '--size',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
+        help='256 256, or 128 128 with --cls')
+    parser.add_argument('--seed', type=int, help='0, or 1 with --cls')
     args = parser.parse_args(argv)
-    paths = make_toy_coco(args.out_dir, args.train, args.val, tuple(args.size),
-                          args.seed)
-    print(f'toy COCO set written: {paths}')
+    make, defaults = (make_toy_cls, (2000, 200, (128, 128), 1)) if \
+        args.cls else (make_toy_coco, (200, 50, (256, 256), 0))
+    given = (args.train, args.val, args.size, args.seed)
+    num_train, num_val, size, seed = (d if g is None else g
+                                      for g, d in zip(given, defaults))
+    paths = make(args.out_dir, num_train, num_val, tuple(size), seed)
+    print(f'toy {"classification" if args.cls else "COCO"} set written: '
+          f'{paths}')
 
 
 if __name__ == '__main__':

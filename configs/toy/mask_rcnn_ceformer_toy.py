@@ -1,6 +1,9 @@
-# The built-in default: a small CEFormer (E-Attention on) in Mask R-CNN,
-# trained from scratch on the toy shapes set (tools/make_toy_coco.py) on a
-# laptop CPU. `make demo` runs it end to end.
+# The built-in default: a small CEFormer (E-Attention on) in Mask R-CNN on
+# the toy shapes set (tools/make_toy_coco.py), on a laptop CPU. Stage 2 of
+# `make demo`: the backbone starts from the mmpretrain checkpoint of
+# configs/toy/cls_ceformer_toy.py (stage 1), as the COCO configs start from
+# ImageNet; the demo passes its own run's path. From scratch:
+# --cfg-options model.backbone.init_cfg=None
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -15,6 +18,7 @@ metainfo = dict(
 image_size = 256
 embed_dims = 96
 fpn_channels = 64
+pretrained = 'work_dirs/cls_ceformer_toy/epoch_4.pth'
 
 model = dict(
     backbone=dict(
@@ -35,7 +39,9 @@ model = dict(
         keep_ratio=0.7,
         prune_layers=[2, 3],
         prune_mode='skip',
-        out_type='pyramid'),
+        out_type='pyramid',
+        init_cfg=dict(
+            type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(
         in_channels=[embed_dims // 4, embed_dims // 2, embed_dims, embed_dims],
         out_channels=fpn_channels),
@@ -97,7 +103,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_epochs = 15
+max_epochs = 12
 train_cfg = dict(
     type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')

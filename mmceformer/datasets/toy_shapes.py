@@ -1,22 +1,34 @@
-"""A reproducible toy COCO instance-segmentation set: coloured circles,
-squares and triangles on textured backgrounds, with boxes and polygon masks.
+"""Reproducible toy sets of coloured circles, squares and triangles on
+textured backgrounds: the built-in default data of ``make demo``.
+
+- ``make_toy_coco`` (instance segmentation, mmdet): ``train/``, ``val/``
+  (PNG images) and ``annotations/instances_{train,val}.json``, which
+  pycocotools and mmdet's ``CocoDataset`` read as they read COCO.
+- ``make_toy_cls`` (classification, mmpretrain: the stand-in for ImageNet
+  pre-training): the same generator at 128 x 128 with another seed; all
+  objects of an image are of one colour family (red, green or blue), which
+  is its label, in ``annotations/labels_{train,val}.json`` (the OpenMMLab
+  2.0 format of mmpretrain's ``BaseDataset``). The label is about the
+  objects only (the background's palette is random), so a classifier must
+  find them, as on ImageNet.
 
     python tools/make_toy_coco.py data/toy_coco --train 200 --val 50
+    python tools/make_toy_coco.py data/toy_cls --cls --train 2000 --val 200
 
-writes ``train/``, ``val/`` (PNG images) and
-``annotations/instances_{train,val}.json``, which pycocotools and mmdet's
-``CocoDataset`` read as they read COCO. The same seed gives the same files.
+The same seed gives the same files.
 """
 import json
 import math
 import os
 import os.path as osp
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 CLASSES = ('circle', 'square', 'triangle')
+COLOUR_FAMILIES = ('red', 'green', 'blue')
+_BGR_CHANNEL = {'red': 2, 'green': 1, 'blue': 0}
 
 
 def _background(rng: np.random.Generator, height: int, width: int):
@@ -56,13 +68,27 @@ def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / max(union - inter, 1e-6)
 
 
+def _colour(rng: np.random.Generator, family: Optional[int]) -> np.ndarray:
+    """A BGR fill colour: any, or one of a family (its channel 150-255, the
+    others 0-100)."""
+    if family is None:
+        return rng.uniform(0, 255, size=3)
+    colour = rng.uniform(0, 100, size=3)
+    colour[_BGR_CHANNEL[COLOUR_FAMILIES[family]]] = rng.uniform(150, 255)
+    return colour
+
+
 def make_image(rng: np.random.Generator,
                height: int,
                width: int,
                max_objects: int = 5,
-               max_overlap: float = 0.3) -> Tuple[np.ndarray, List[dict]]:
+               max_overlap: float = 0.3,
+               colour_family: Optional[int] = None
+               ) -> Tuple[np.ndarray, List[dict]]:
     """One image (H, W, 3) uint8 BGR and its objects: dicts with
-    ``category`` (index into CLASSES) and ``polygon`` (K, 2) float."""
+    ``category`` (index into CLASSES) and ``polygon`` (K, 2) float. Objects
+    are filled with random colours, or with colours of
+    ``COLOUR_FAMILIES[colour_family]``."""
     image = _background(rng, height, width)
     objects, boxes = [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -77,7 +103,7 @@ def make_image(rng: np.random.Generator,
                 break
         else:
             continue
-        colour = rng.uniform(0, 255, size=3)
+        colour = _colour(rng, colour_family)
         cv2.fillPoly(image, [np.round(polygon).astype(np.int32)],
                      colour.tolist())
         objects.append(dict(category=category, polygon=polygon))
@@ -85,10 +111,18 @@ def make_image(rng: np.random.Generator,
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
-def _coco_split(rng, num_images, height, width, image_dir, prefix):
+def _coco_split(rng, num_images, height, width, image_dir, prefix,
+                colour_labels=None):
+    """Images and their COCO dict; with ``colour_labels`` (a list) each
+    image's objects share a random colour family, appended to it."""
     images, annotations = [], []
     for index in range(num_images):
-        image, objects = make_image(rng, height, width)
+        family = None
+        if colour_labels is not None:
+            family = int(rng.integers(len(COLOUR_FAMILIES)))
+            colour_labels.append(family)
+        image, objects = make_image(
+            rng, height, width, colour_family=family)
         name = f'{prefix}_{index:05d}.png'
         cv2.imwrite(osp.join(image_dir, name), image)
         image_id = index + 1
@@ -131,19 +165,58 @@ def make_toy_coco(out_dir: str,
         image_size (tuple[int, int]): (height, width) of every image.
         seed (int): the whole set is a function of it.
     """
+    return _write_set(out_dir, num_train, num_val, image_size, seed,
+                      False)['instances']
+
+
+def make_toy_cls(out_dir: str,
+                 num_train: int = 2000,
+                 num_val: int = 200,
+                 image_size: Tuple[int, int] = (128, 128),
+                 seed: int = 1) -> dict:
+    """Write the toy classification set to ``out_dir``: images whose
+    objects share one colour family, labelled with it
+    (``annotations/labels_{train,val}.json``, classes ``COLOUR_FAMILIES``).
+    The COCO instance files of the same images are written too, for
+    measuring where tokens are kept. Arguments as :func:`make_toy_coco`;
+    the default seed differs from its, so no detection image is a
+    pre-training image.
+
+    Returns:
+        dict: split -> path of its label file.
+    """
+    return _write_set(out_dir, num_train, num_val, image_size, seed,
+                      True)['labels']
+
+
+def _write_set(out_dir, num_train, num_val, image_size, seed, colour_labels):
     if num_train < 1 or num_val < 1:
         raise ValueError(f'num_train and num_val must be >= 1, got '
                          f'{num_train} and {num_val}')
     height, width = image_size
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
-    paths = {}
+    paths = dict(instances={}, labels={})
     for split, count in (('train', num_train), ('val', num_val)):
         image_dir = osp.join(out_dir, split)
         os.makedirs(image_dir, exist_ok=True)
-        coco = _coco_split(rng, count, height, width, image_dir, split)
+        labels = [] if colour_labels else None
+        coco = _coco_split(rng, count, height, width, image_dir, split,
+                           labels)
         path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
         with open(path, 'w') as f:
             json.dump(coco, f)
-        paths[split] = path
+        paths['instances'][split] = path
+        if colour_labels:
+            path = osp.join(out_dir, 'annotations', f'labels_{split}.json')
+            data_list = [
+                dict(img_path=image['file_name'], gt_label=label)
+                for image, label in zip(coco['images'], labels)
+            ]
+            with open(path, 'w') as f:
+                json.dump(
+                    dict(
+                        metainfo=dict(classes=list(COLOUR_FAMILIES)),
+                        data_list=data_list), f)
+            paths['labels'][split] = path
     return paths

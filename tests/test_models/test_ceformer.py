@@ -110,3 +110,27 @@ def test_bad_arguments(kwargs, match):
 def test_input_not_divisible_by_16_raises():
     with pytest.raises(ValueError, match='divisible by 16'):
         tiny()(images(size=(64, 70)))
+
+
+def test_checkpoint_of_another_img_size_loads_with_resized_pos_embed():
+    """Pre-trained at 64, loaded at 128 (the toy demo: classification ->
+    detection), as mmpretrain's VisionTransformer loads."""
+    from mmpretrain.models.utils import resize_pos_embed
+    arch = dict(embed_dims=32, depth=2, num_heads=2, stem_channels=8)
+    torch.manual_seed(0)
+    small = CEFormer(arch=arch, img_size=64)
+    small.init_weights()
+    large = CEFormer(arch=arch, img_size=128)
+    large.load_state_dict(small.state_dict(), strict=True)
+    expected = resize_pos_embed(
+        small.pos_embed.detach(), (4, 4), (8, 8),
+        mode='bicubic',
+        num_extra_tokens=1)
+    assert large.pos_embed.shape == (1, 1 + 8 * 8, 32)
+    torch.testing.assert_close(large.pos_embed.detach(), expected)
+    torch.testing.assert_close(large.cls_token, small.cls_token)
+    # Another width is still a shape error, not a resize.
+    wider = CEFormer(arch=dict(arch, embed_dims=64, num_heads=2),
+                     img_size=64).state_dict()
+    with pytest.raises(RuntimeError, match='pos_embed'):
+        large.load_state_dict(wider)

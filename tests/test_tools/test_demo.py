@@ -20,37 +20,88 @@ FAST = [
 ]
 
 
-def test_demo_pipeline_writes_metrics_and_pictures(tmp_path):
+CLS_FAST = [
+    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+    'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0'
+]
+
+
+def test_demo_runs_both_stages(tmp_path):
     import demo
-    metrics, pictures = demo.main([
+    work_dir = tmp_path / 'work'
+    metrics, pictures, adaptivity = demo.main([
         '--work-dir',
-        str(tmp_path / 'work'), '--data-root',
-        str(tmp_path / 'toy'), '--train-images', '4', '--val-images', '2',
-        '--pictures', '2', '--cfg-options', *FAST
+        str(work_dir), '--data-root',
+        str(tmp_path / 'toy'), '--cls-data-root',
+        str(tmp_path / 'toy_cls'), '--train-images', '4', '--val-images', '2',
+        '--cls-train-images', '4', '--cls-val-images', '2', '--pictures', '2',
+        '--cfg-options', *FAST, '--cls-cfg-options', *CLS_FAST
     ])
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
         assert key in metrics
-    saved = json.loads((tmp_path / 'work' / 'metrics.json').read_text())
+    saved = json.loads((work_dir / 'metrics.json').read_text())
     assert saved == metrics
     assert len(pictures) == 3 and pictures[-1].endswith('tokens.png')
     for picture in pictures:
         assert os.path.getsize(picture) > 1000
+    # Stage 2 started from stage 1's checkpoint, through init_cfg.
+    pretrained = (work_dir / 'pretrain' / 'last_checkpoint').read_text()
+    assert pretrained.endswith('epoch_1.pth')
+    logs = ''.join(p.read_text() for p in (work_dir / 'detect').rglob('*.log'))
+    assert f'PretrainedInit: load from {pretrained}' in logs
+    # Adaptivity: the two pruning blocks of the toy CEFormer, every cell of
+    # the 2 val images (256 / 16 = 16 x 16 cells) counted once per block.
+    assert [row['block'] for row in adaptivity] == [2, 3]
+    for row in adaptivity:
+        assert row['object_cells'] + row['background_cells'] == 2 * 16 * 16
+        assert 0 < row['object_kept'] + row['background_kept'] < 2 * 16 * 16
+    assert json.loads((work_dir / 'adaptivity.json').read_text()) == \
+        json.loads(json.dumps(adaptivity))
 
 
-def test_interrupted_training_resumes(tmp_path):
+def test_demo_from_scratch_skips_pretraining(tmp_path):
+    import demo
+    work_dir = tmp_path / 'work'
+    demo.main([
+        '--work-dir',
+        str(work_dir), '--data-root',
+        str(tmp_path / 'toy'), '--cls-data-root',
+        str(tmp_path / 'toy_cls'), '--train-images', '4', '--val-images', '2',
+        '--pictures', '1', '--from-scratch', '--cfg-options', *FAST
+    ])
+    assert not (work_dir / 'pretrain').exists()
+    assert not (tmp_path / 'toy_cls').exists()
+    logs = ''.join(p.read_text() for p in (work_dir / 'detect').rglob('*.log'))
+    assert 'PretrainedInit' not in logs
+
+
+@pytest.mark.parametrize('stage', ['pretrain', 'detect'])
+def test_interrupted_training_resumes(stage, tmp_path):
     import demo
 
-    from mmceformer.datasets import make_toy_coco
+    from mmceformer.datasets import make_toy_cls, make_toy_coco
     data_root = str(tmp_path / 'toy')
-    make_toy_coco(data_root, num_train=4, num_val=2, seed=2)
+    if stage == 'pretrain':
+        make_toy_cls(data_root, num_train=4, num_val=2, seed=2)
+        config = demo.CLS_CONFIG
+        options = demo.cls_data_options(data_root) + [
+            'train_dataloader.batch_size=4'
+        ]
+    else:
+        make_toy_coco(data_root, num_train=4, num_val=2, seed=2)
+        config = demo.CONFIG
+        options = demo.data_options(data_root) + [
+            'model.backbone.init_cfg=None'
+        ]
     work_dir = tmp_path / 'work'
-    options = demo.data_options(data_root) + [
+    options += [
         'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
         'train_cfg.val_interval=100'
     ]
     command = [
         sys.executable,
-        str(ROOT / 'tools' / 'train.py'), demo.CONFIG, '--work-dir',
+        str(ROOT / 'tools' / 'train.py'), config, '--work-dir',
         str(work_dir), '--resume', '--cfg-options', *options,
         'train_cfg.max_epochs=100'
     ]

@@ -33,7 +33,8 @@ def data_options(root, max_epochs=1):
         f'test_evaluator.ann_file={root}annotations/instances_val.json',
         'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
         'test_dataloader.num_workers=0', f'train_cfg.max_epochs={max_epochs}',
-        f'train_cfg.val_interval={max_epochs}'
+        f'train_cfg.val_interval={max_epochs}',
+        'model.backbone.init_cfg=None'  # from scratch: no stage-1 checkpoint
     ]
 
 

@@ -1,22 +1,26 @@
 """Draw which tokens E-Attention keeps at each pruning block, on an image.
 
     python tools/analysis/visualize_tokens.py IMAGE CONFIG CHECKPOINT
-        [--out tokens.png] [--device cpu]
+        [--out tokens.png] [--device cpu] [--cfg-options KEY=VALUE ...]
 
 Works for detection and classification configs whose backbone is CEFormer
 or EViT with a pruning ``attn_mode`` (``prune``/``eattn``). The image goes
 through the config's test pipeline; one panel per pruning block shows the
 network's input with the tokens that were not kept dimmed.
+``--cfg-options`` changes the model as in tools/test.py, e.g.
+``model.backbone.score=cls_v`` (sampling is parameter-free: any score runs
+on the same checkpoint). tools/analysis/token_adaptivity.py measures over a
+whole annotated set how much more often tokens on objects are kept.
 """
 import argparse
 import math
 import os.path as osp
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
@@ -25,8 +29,15 @@ import mmceformer  # noqa: F401
 from mmceformer.models.layers import EAttention
 
 
-def build(config: str, checkpoint: str, device: str):
+def build(config: str,
+          checkpoint: str,
+          device: str = 'cpu',
+          cfg_options: Optional[dict] = None):
+    """The config's model with the checkpoint, in eval mode; returns
+    (cfg, model, default scope)."""
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope', 'mmpretrain')
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
@@ -50,32 +61,52 @@ def test_pipeline(cfg):
 def kept_tokens(config: str,
                 checkpoint: str,
                 image_path: str,
-                device: str = 'cpu') -> Tuple[np.ndarray, List[dict]]:
-    """Run the model on an image file; return the network input
-    (h, w, 3 BGR, before padding) and, per pruning block, a dict with the
-    block ``index`` and a ``kept`` (Hg, Wg) bool grid."""
-    cfg, model, scope = build(config, checkpoint, device)
+                device: str = 'cpu',
+                cfg_options: Optional[dict] = None
+                ) -> Tuple[np.ndarray, List[dict]]:
+    """Build the model and run it on one image file; see :func:`kept_grids`.
+    """
+    built = build(config, checkpoint, device, cfg_options)
+    return kept_grids(*built, image_path)
+
+
+def kept_grids(cfg, model, scope: str,
+               image_path: str) -> Tuple[np.ndarray, List[dict]]:
+    """Run a built model (:func:`build`) on an image file; return the
+    network input (h, w, 3 BGR, before padding) and, per pruning block, a
+    dict with the block ``index`` and a ``kept`` (Hg, Wg) bool grid of the
+    16 x 16 cells of that input."""
     records = []
 
-    def hook(module, args, output):
-        if output.index is not None:
-            records.append((module, output.index[0], output.mask[0]))
+    def hook(module, args, kwargs, output):
+        if output.index is None:
+            return
+        # index points into the block's input sequence; pos maps that to
+        # the original tokens (it differs after pruning in 'drop' mode).
+        index = output.index[0][output.mask[0]]
+        pos = kwargs.get('pos')
+        if pos is not None:
+            index = (pos if pos.dim() == 1 else pos[0])[index]
+        records.append((module, index))
 
     handles = [
-        m.register_forward_hook(hook) for m in model.modules()
+        m.register_forward_hook(hook, with_kwargs=True)
+        for m in model.modules()
         if isinstance(m, EAttention) and m.prune_tokens
     ]
     if not handles:
-        raise ValueError(f'{config} has no pruning E-Attention block: use '
+        raise ValueError('the model has no pruning E-Attention block: use '
                          "attn_mode='prune' or 'eattn'")
     pipeline = test_pipeline(cfg)
     data = dict(img_path=image_path, img_id=0) if scope == 'mmdet' \
         else dict(img_path=image_path)
     data = pseudo_collate([pipeline(data)])
-    with torch.no_grad():
-        model.test_step(data)
-    for handle in handles:
-        handle.remove()
+    try:
+        with torch.no_grad():
+            model.test_step(data)
+    finally:
+        for handle in handles:
+            handle.remove()
 
     inputs = data['inputs'][0]  # (3, h, w), the resized image
     shown = inputs.permute(1, 2, 0).cpu().numpy().astype(np.uint8)
@@ -90,9 +121,9 @@ def kept_tokens(config: str,
             m for m in model.modules() if isinstance(m, EAttention))
     }
     panels = []
-    for module, index, mask in records:
+    for module, index in records:
         prefix = module.num_prefix_tokens
-        cells = (index[mask] - prefix)
+        cells = index - prefix
         cells = cells[cells >= 0].cpu().numpy()
         pad_w = math.ceil(inputs.shape[-1] / 16)
         kept = np.zeros((math.ceil(inputs.shape[-2] / 16), pad_w), bool)
@@ -102,8 +133,12 @@ def kept_tokens(config: str,
     return shown, panels
 
 
-def draw(image: np.ndarray, panels: List[dict], out_file: str) -> str:
-    """One panel per pruning block: kept tokens bright, others dimmed."""
+def draw(image: np.ndarray,
+         panels: List[dict],
+         out_file: str,
+         title: str = 'tokens kept by E-Attention') -> str:
+    """One panel per pruning block: kept tokens bright, others dimmed. A
+    panel's ``note`` (str), if any, is added to its title."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -120,11 +155,12 @@ def draw(image: np.ndarray, panels: List[dict], out_file: str) -> str:
         dimmed = (rgb * np.where(kept[..., None], 1.0, 0.25)).astype(np.uint8)
         ax.imshow(dimmed)
         total = panel['kept'].size
+        note = f"\n{panel['note']}" if panel.get('note') else ''
         ax.set_title(
             f"block {panel['index']}: {panel['kept'].sum()}/"
-            f'{total} kept',
+            f'{total} kept{note}',
             fontsize=9)
-    fig.suptitle('tokens kept by E-Attention')
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out_file, dpi=100)
     plt.close(fig)
@@ -138,11 +174,16 @@ def main(argv=None):
     parser.add_argument('checkpoint')
     parser.add_argument('--out', default='tokens.png')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. model.backbone.score=cls_v')
     args = parser.parse_args(argv)
     if cv2.imread(args.image) is None:
         raise ValueError(f'cannot read image {args.image}')
     shown, panels = kept_tokens(args.config, args.checkpoint, args.image,
-                                args.device)
+                                args.device, args.cfg_options)
     draw(shown, panels, args.out)
     print(f'kept tokens of {len(panels)} pruning blocks drawn to '
           f'{osp.abspath(args.out)}')

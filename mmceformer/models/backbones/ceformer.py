@@ -13,11 +13,13 @@ block, and four switches for the ablation of table 4-3:
 * C4, stable stem (4.4): Conv 7x7/2 -> BN -> ReLU -> MaxPool 3x3/2, then a
   4x4/4 projection, instead of a 16x16/16 patch embedding.
 """
+import math
 from typing import Optional, Sequence
 
 import torch
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
@@ -373,6 +375,7 @@ class CEFormer(BaseBackbone):
                     value_conv=use_c1)) for i in range(self.depth)
         ])
         self.ln1 = build_norm_layer(norm_cfg, self.embed_dims)
+        self._register_load_state_dict_pre_hook(self._prepare_pos_embed)
         if out_type == 'pyramid':
             self.pyramid = SimplePyramid(self.embed_dims, pyramid_levels)
         #: image tokens that each block processed, (B,) each (kept ones)
@@ -384,6 +387,29 @@ class CEFormer(BaseBackbone):
                 and self.init_cfg.get('type') == 'Pretrained'):
             trunc_normal_(self.pos_embed, std=0.02)
             trunc_normal_(self.cls_token, std=0.02)
+
+    def _prepare_pos_embed(self, state_dict, prefix, *args, **kwargs):
+        """Load hook: a checkpoint trained at another ``img_size`` (say,
+        classification at 224 and detection at 512) has a position
+        embedding of another (square) grid; it is resized bicubically to
+        this model's, as mmpretrain's VisionTransformer does on load."""
+        name = prefix + 'pos_embed'
+        if name not in state_dict:
+            return
+        loaded = state_dict[name]  # (1, 1 + Hs * Ws, C)
+        side = math.isqrt(loaded.shape[1] - 1)
+        if loaded.shape == self.pos_embed.shape or \
+                loaded.shape[-1] != self.embed_dims or \
+                side * side != loaded.shape[1] - 1:
+            return  # equal, or a mismatch that load_state_dict reports
+        MMLogger.get_current_instance().info(
+            f'Resize the pos_embed shape from {tuple(loaded.shape)} to '
+            f'{tuple(self.pos_embed.shape)}.')
+        state_dict[name] = resize_pos_embed(
+            loaded, (side, side),
+            self.patch_resolution,
+            mode='bicubic',
+            num_extra_tokens=1)
 
     def switch_to_deploy(self):
         """Turn the model into its deploy form in place (mmpretrain's

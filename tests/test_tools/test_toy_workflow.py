@@ -1,0 +1,189 @@
+"""The demo's two-stage workflow: the toy classification set, an mmpretrain
+checkpoint arriving in Mask R-CNN's backbone through init_cfg, and the
+adaptivity measure of token sampling."""
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmceformer.datasets import make_toy_cls
+
+ROOT = Path(__file__).resolve().parents[2]
+CLS_CONFIG = ROOT / 'configs' / 'toy' / 'cls_ceformer_toy.py'
+DET_CONFIG = ROOT / 'configs' / 'toy' / 'mask_rcnn_ceformer_toy.py'
+sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
+
+
+def test_toy_cls_label_is_the_colour_family_of_the_objects(tmp_path):
+    paths = make_toy_cls(
+        str(tmp_path), num_train=6, num_val=3, image_size=(64, 96), seed=3)
+    channel = {0: 2, 1: 1, 2: 0}  # red, green, blue -> BGR channel
+    for split, count in (('train', 6), ('val', 3)):
+        labels = json.loads(Path(paths[split]).read_text())
+        coco = json.loads((tmp_path / 'annotations' /
+                           f'instances_{split}.json').read_text())
+        assert labels['metainfo']['classes'] == ['red', 'green', 'blue']
+        assert len(labels['data_list']) == count
+        for item, image in zip(labels['data_list'], coco['images']):
+            assert item['img_path'] == image['file_name']
+            pixels = cv2.imread(str(tmp_path / split / image['file_name']))
+            assert pixels.shape == (64, 96, 3)
+            anns = [
+                a for a in coco['annotations'] if a['image_id'] == image['id']
+            ]
+            assert anns  # every image holds an object
+            for ann in anns:
+                # The object's own pixels: its family's channel dominates.
+                mask = np.zeros(pixels.shape[:2], np.uint8)
+                polygon = np.array(ann['segmentation'][0]).reshape(-1, 2)
+                cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+                mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
+                if mask.sum() < 5:
+                    continue  # an object mostly covered by another
+                colour = np.median(pixels[mask.astype(bool)], axis=0)
+                assert colour.argmax() == channel[item['gt_label']]
+    # mmpretrain reads it as the config says.
+    from mmpretrain.datasets import BaseDataset
+    dataset = BaseDataset(
+        ann_file='annotations/labels_val.json',
+        data_root=str(tmp_path),
+        data_prefix='val/')
+    first = json.loads(Path(paths['val']).read_text())['data_list'][0]
+    assert list(dataset.get_cat_ids(0)) == [first['gt_label']]
+    assert list(dataset.metainfo['classes']) == ['red', 'green', 'blue']
+    assert Path(dataset.get_data_info(0)['img_path']).exists()
+
+
+def test_toy_configs_share_the_backbone():
+    """Stage 1 pre-trains exactly the backbone stage 2 fine-tunes."""
+    cls_backbone = Config.fromfile(str(CLS_CONFIG)).model.backbone.to_dict()
+    det_backbone = Config.fromfile(str(DET_CONFIG)).model.backbone.to_dict()
+    # What a classifier needs differs; the parameters do not depend on it
+    # (pos_embed is resized on loading).
+    for key in ('out_type', 'prune_mode', 'init_cfg', 'img_size'):
+        cls_backbone.pop(key, None)
+        det_backbone.pop(key, None)
+    assert cls_backbone == det_backbone
+
+
+@pytest.mark.mmcv_ops  # builds Mask R-CNN
+def test_pretrained_backbone_arrives_in_mask_rcnn(tmp_path):
+    """An mmpretrain checkpoint (Runner format) of the stage-1 classifier,
+    loaded by the stage-2 detector's init_cfg with prefix='backbone.': every
+    backbone tensor arrives, none is left over, values equal."""
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmengine.registry import DefaultScope
+    from mmpretrain.models.utils import resize_pos_embed
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    torch.manual_seed(0)
+    classifier = CLS_MODELS.build(Config.fromfile(str(CLS_CONFIG)).model)
+    classifier.init_weights()
+    checkpoint = tmp_path / 'epoch_1.pth'
+    torch.save(
+        dict(meta=dict(epoch=1), state_dict=classifier.state_dict()),
+        checkpoint)
+    sent = {
+        k[len('backbone.'):]: v
+        for k, v in classifier.state_dict().items()
+        if k.startswith('backbone.')
+    }
+
+    det_cfg = Config.fromfile(str(DET_CONFIG))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        det_cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
+        torch.manual_seed(1)
+        detector = DET_MODELS.build(det_cfg.model)
+        detector.init_weights()
+        det_cfg.model.backbone.init_cfg = None
+        torch.manual_seed(1)
+        scratch = DET_MODELS.build(det_cfg.model)
+        scratch.init_weights()
+    arrived = detector.backbone.state_dict()
+    # The pyramid that turns the tokens into FPN inputs is new in the
+    # detector (as a neck would be); everything else comes from stage 1.
+    new = set(arrived) - set(sent)
+    assert new and all(name.startswith('pyramid.') for name in new)
+    assert set(sent) <= set(arrived)
+    # Pre-trained at 128 (8 x 8 tokens), fine-tuned at 256 (16 x 16): the
+    # position embedding arrives resized, as mmpretrain's ViT resizes it.
+    sent['pos_embed'] = resize_pos_embed(
+        sent['pos_embed'], (8, 8), (16, 16),
+        mode='bicubic',
+        num_extra_tokens=1)
+    for name, value in sent.items():
+        torch.testing.assert_close(arrived[name], value, rtol=0, atol=0)
+    # Not vacuous: without init_cfg the same seed gives other weights.
+    differ = [
+        name for name, value in scratch.backbone.state_dict().items()
+        if name in sent and not torch.equal(value, sent[name])
+    ]
+    assert 'pos_embed' in differ and len(differ) > len(sent) // 2
+
+
+# ---------------------------------------------------------------- adaptivity
+
+
+def test_object_cells_marks_cells_holding_any_object_pixel():
+    from token_adaptivity import object_cells
+    square = np.array([[16, 16], [47, 16], [47, 47], [16, 47]], float)
+    cells = object_cells([square], (64, 80), (1.0, 1.0))
+    assert cells.shape == (4, 5)  # 64 / 16 x 80 / 16
+    expected = np.zeros((4, 5), bool)
+    expected[1:3, 1:3] = True
+    np.testing.assert_array_equal(cells, expected)
+    # One pixel past a cell's edge makes that cell an object cell too.
+    cells = object_cells([square + [0, 1]], (64, 80), (1.0, 1.0))
+    assert cells[3, 1] and cells[3, 2] and cells.sum() == 6
+    # Original pixels are scaled to the network input; partial cells count.
+    cells = object_cells([square * 2], (40, 40), (0.5, 0.5))
+    assert cells.shape == (3, 3) and cells[1:3, 1:3].all() and cells.sum() == 4
+
+
+def test_keep_rates_and_ratio():
+    from token_adaptivity import keep_rates, ratio
+    on_object = np.zeros((4, 4), bool)
+    on_object[:2, :2] = True  # 4 object cells, 12 background cells
+    kept = np.zeros((4, 4), bool)
+    kept[0, :] = True  # 2 object + 2 background kept
+    counts = keep_rates(kept, on_object)
+    assert counts == dict(
+        object_kept=2, object_cells=4, background_kept=2, background_cells=12)
+    assert ratio(counts) == pytest.approx((2 / 4) / (2 / 12))
+    assert np.isnan(ratio(keep_rates(kept, np.zeros((4, 4), bool))))
+    with pytest.raises(ValueError, match='differ in shape'):
+        keep_rates(kept, on_object[:3])
+
+
+def test_kept_cells_of_later_blocks_are_original_positions(tmp_path):
+    """In 'drop' mode a block's index points into the already pruned
+    sequence; the pictures and the adaptivity measure map it back to image
+    cells, so a later block keeps a subset of an earlier block's cells."""
+    import visualize_tokens
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    torch.manual_seed(0)
+    cfg = Config.fromfile(str(CLS_CONFIG))
+    classifier = CLS_MODELS.build(cfg.model)
+    classifier.init_weights()
+    checkpoint = tmp_path / 'cls.pth'
+    torch.save(dict(state_dict=classifier.state_dict()), checkpoint)
+    make_toy_cls(str(tmp_path / 'toy'), num_train=1, num_val=1, seed=4)
+    image = str(tmp_path / 'toy' / 'val' / 'val_00000.png')
+    built = visualize_tokens.build(
+        str(CLS_CONFIG),
+        str(checkpoint),
+        cfg_options={'model.backbone.keep_ratio': 0.5})
+    assert built[1].backbone.layers[2].attn.prune_mode == 'drop'
+    shown, panels = visualize_tokens.kept_grids(*built, image)
+    assert shown.shape == (128, 128, 3)
+    first, second = panels
+    assert (first['index'], second['index']) == (2, 3)
+    assert first['kept'].shape == (8, 8)
+    assert 0 < second['kept'].sum() <= first['kept'].sum() < 64
+    # Subset of the earlier block's cells (reading the index as cells, as
+    # before, gave the top rows of the grid instead).
+    assert not (second['kept'] & ~first['kept']).any()
