@@ -33,10 +33,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'toy', 'mask_rcnn_ceformer_toy.py')
 CLS_CONFIG = osp.join(ROOT, 'configs', 'toy', 'cls_ceformer_toy.py')
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+import token_adaptivity  # noqa: E402
 
 
 def data_options(data_root):
@@ -109,8 +112,9 @@ def test(work_dir, checkpoint, options):
 
 def draw_pictures(work_dir, checkpoint, data_root, num_images=4,
                   adaptivity=None):
-    """Predictions on the first validation images, and kept tokens (titled
-    with the val-set adaptivity rows, if given)."""
+    """Predictions on the first validation images, and kept tokens of the
+    first (object cells outlined; titled with this image's and, if given,
+    the val set's adaptivity)."""
     import mmcv
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
@@ -142,9 +146,15 @@ def draw_pictures(work_dir, checkpoint, data_root, num_images=4,
         written.append(out_file)
     shown, panels = visualize_tokens.kept_tokens(CONFIG, checkpoint,
                                                  osp.join(image_dir, names[0]))
+    on_object = object_cells_of(data_root, names[0], shown.shape)
+    for panel in panels:
+        rate = token_adaptivity.ratio(
+            token_adaptivity.keep_rates(panel['kept'], on_object))
+        panel['note'] = f'this image: object / background {rate:.2f}'
+        panel['objects'] = on_object
     title = 'tokens kept by E-Attention'
     if adaptivity:
-        title += '; val set, object / background keep rate: ' + ', '.join(
+        title += '\nval set, object / background keep rate: ' + ', '.join(
             f"{row['ratio']:.2f} (block {row['block']})"
             for row in adaptivity)
     written.append(
@@ -153,10 +163,22 @@ def draw_pictures(work_dir, checkpoint, data_root, num_images=4,
     return written
 
 
+def object_cells_of(data_root, file_name, shape):
+    """(Hg, Wg) bool object cells of one val image shown at ``shape``."""
+    with open(osp.join(data_root, 'annotations', 'instances_val.json')) as f:
+        coco = json.load(f)
+    image = next(i for i in coco['images'] if i['file_name'] == file_name)
+    polygons = [
+        np.asarray(p).reshape(-1, 2) for a in coco['annotations']
+        if a['image_id'] == image['id'] for p in a['segmentation']
+    ]
+    scale = (shape[1] / image['width'], shape[0] / image['height'])
+    return token_adaptivity.object_cells(polygons, shape, scale)
+
+
 def measure_adaptivity(work_dir, checkpoint, data_root):
     """Adaptivity of token sampling on the toy val set, per pruning block;
     printed and written to WORK_DIR/adaptivity.json."""
-    import token_adaptivity
     rows = token_adaptivity.measure(
         CONFIG, checkpoint,
         osp.join(data_root, 'annotations', 'instances_val.json'),

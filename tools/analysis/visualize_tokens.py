@@ -138,7 +138,8 @@ def draw(image: np.ndarray,
          out_file: str,
          title: str = 'tokens kept by E-Attention') -> str:
     """One panel per pruning block: kept tokens bright, others dimmed. A
-    panel's ``note`` (str), if any, is added to its title."""
+    panel's ``note`` (str), if any, is added to its title; its ``objects``
+    ((Hg, Wg) bool), if any, are outlined in white."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -146,7 +147,7 @@ def draw(image: np.ndarray,
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(
-        rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+        rows, cols, figsize=(3.4 * cols, 3.6 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis('off')
     for ax, panel in zip(axes.flat, panels):
@@ -154,6 +155,13 @@ def draw(image: np.ndarray,
         kept = kept[:rgb.shape[0], :rgb.shape[1]]
         dimmed = (rgb * np.where(kept[..., None], 1.0, 0.25)).astype(np.uint8)
         ax.imshow(dimmed)
+        if panel.get('objects') is not None:
+            cells = np.kron(panel['objects'], np.ones((16, 16)))
+            ax.contour(
+                cells[:rgb.shape[0], :rgb.shape[1]],
+                levels=[0.5],
+                colors='white',
+                linewidths=0.8)
         total = panel['kept'].size
         note = f"\n{panel['note']}" if panel.get('note') else ''
         ax.set_title(
@@ -161,7 +169,9 @@ def draw(image: np.ndarray,
             f'{total} kept{note}',
             fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    height = 3.6 * rows + 0.4  # inches; keep room for the title lines
+    top = 1 - (0.2 * (title.count('\n') + 1) + 0.05) / height
+    fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(out_file, dpi=100)
     plt.close(fig)
     return out_file
