@@ -33,8 +33,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
-
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'toy', 'mask_rcnn_ceformer_toy.py')
 CLS_CONFIG = osp.join(ROOT, 'configs', 'toy', 'cls_ceformer_toy.py')
@@ -146,7 +144,11 @@ def draw_pictures(work_dir, checkpoint, data_root, num_images=4,
         written.append(out_file)
     shown, panels = visualize_tokens.kept_tokens(CONFIG, checkpoint,
                                                  osp.join(image_dir, names[0]))
-    on_object = object_cells_of(data_root, names[0], shown.shape)
+    images, polygons = token_adaptivity.read_objects(
+        osp.join(data_root, 'annotations', 'instances_val.json'))
+    image = next(i for i in images if i['file_name'] == names[0])
+    on_object = token_adaptivity.image_object_cells(
+        image, polygons[image['id']], shown.shape)
     for panel in panels:
         rate = token_adaptivity.ratio(
             token_adaptivity.keep_rates(panel['kept'], on_object))
@@ -161,19 +163,6 @@ def draw_pictures(work_dir, checkpoint, data_root, num_images=4,
         visualize_tokens.draw(shown, panels, osp.join(vis_dir, 'tokens.png'),
                               title))
     return written
-
-
-def object_cells_of(data_root, file_name, shape):
-    """(Hg, Wg) bool object cells of one val image shown at ``shape``."""
-    with open(osp.join(data_root, 'annotations', 'instances_val.json')) as f:
-        coco = json.load(f)
-    image = next(i for i in coco['images'] if i['file_name'] == file_name)
-    polygons = [
-        np.asarray(p).reshape(-1, 2) for a in coco['annotations']
-        if a['image_id'] == image['id'] for p in a['segmentation']
-    ]
-    scale = (shape[1] / image['width'], shape[0] / image['height'])
-    return token_adaptivity.object_cells(polygons, shape, scale)
 
 
 def measure_adaptivity(work_dir, checkpoint, data_root):

@@ -31,12 +31,16 @@ def main(argv=None):
         help='256 256, or 128 128 with --cls')
     parser.add_argument('--seed', type=int, help='0, or 1 with --cls')
     args = parser.parse_args(argv)
-    make, defaults = (make_toy_cls, (2000, 200, (128, 128), 1)) if \
-        args.cls else (make_toy_coco, (200, 50, (256, 256), 0))
-    given = (args.train, args.val, args.size, args.seed)
-    num_train, num_val, size, seed = (d if g is None else g
-                                      for g, d in zip(given, defaults))
-    paths = make(args.out_dir, num_train, num_val, tuple(size), seed)
+    make = make_toy_cls if args.cls else make_toy_coco
+    # Unset options take the defaults of the function that writes the set.
+    given = dict(
+        num_train=args.train,
+        num_val=args.val,
+        image_size=args.size and tuple(args.size),
+        seed=args.seed)
+    paths = make(args.out_dir,
+                 **{k: v
+                    for k, v in given.items() if v is not None})
     print(f'toy {"classification" if args.cls else "COCO"} set written: '
           f'{paths}')
 

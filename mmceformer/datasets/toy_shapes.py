@@ -112,15 +112,16 @@ def make_image(rng: np.random.Generator,
 
 
 def _coco_split(rng, num_images, height, width, image_dir, prefix,
-                colour_labels=None):
-    """Images and their COCO dict; with ``colour_labels`` (a list) each
-    image's objects share a random colour family, appended to it."""
-    images, annotations = [], []
+                colour_labels=False):
+    """Write the images; return their COCO dict and, with
+    ``colour_labels``, each image's colour family (its objects share one),
+    else None."""
+    images, annotations, families = [], [], []
     for index in range(num_images):
         family = None
-        if colour_labels is not None:
+        if colour_labels:
             family = int(rng.integers(len(COLOUR_FAMILIES)))
-            colour_labels.append(family)
+            families.append(family)
         image, objects = make_image(
             rng, height, width, colour_family=family)
         name = f'{prefix}_{index:05d}.png'
@@ -148,7 +149,8 @@ def _coco_split(rng, num_images, height, width, image_dir, prefix,
                     segmentation=[polygon.reshape(-1).round(2).tolist()],
                     iscrowd=0))
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
-    return dict(images=images, annotations=annotations, categories=categories)
+    coco = dict(images=images, annotations=annotations, categories=categories)
+    return coco, families if colour_labels else None
 
 
 def make_toy_coco(out_dir: str,
@@ -200,14 +202,13 @@ def _write_set(out_dir, num_train, num_val, image_size, seed, colour_labels):
     for split, count in (('train', num_train), ('val', num_val)):
         image_dir = osp.join(out_dir, split)
         os.makedirs(image_dir, exist_ok=True)
-        labels = [] if colour_labels else None
-        coco = _coco_split(rng, count, height, width, image_dir, split,
-                           labels)
+        coco, labels = _coco_split(rng, count, height, width, image_dir,
+                                   split, colour_labels)
         path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
         with open(path, 'w') as f:
             json.dump(coco, f)
         paths['instances'][split] = path
-        if colour_labels:
+        if labels is not None:
             path = osp.join(out_dir, 'annotations', f'labels_{split}.json')
             data_list = [
                 dict(img_path=image['file_name'], gt_label=label)

@@ -187,3 +187,19 @@ def test_kept_cells_of_later_blocks_are_original_positions(tmp_path):
     # Subset of the earlier block's cells (reading the index as cells, as
     # before, gave the top rows of the grid instead).
     assert not (second['kept'] & ~first['kept']).any()
+
+
+@pytest.mark.parametrize('cls, size', [(False, (256, 256)), (True, (128, 128))])
+def test_make_toy_coco_cli_takes_the_writers_defaults(cls, size, tmp_path):
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import make_toy_coco
+    make_toy_coco.main([str(tmp_path), '--train', '2', '--val', '1'] +
+                       (['--cls'] if cls else []))
+    image = cv2.imread(str(tmp_path / 'val' / 'val_00000.png'))
+    assert image.shape[:2] == size
+    assert (tmp_path / 'annotations' / 'labels_val.json').exists() == cls
+    make_toy_coco.main(
+        [str(tmp_path / 'small'), '--train', '1', '--val', '1', '--size',
+         '32', '48'] + (['--cls'] if cls else []))
+    assert cv2.imread(str(tmp_path / 'small' / 'train' /
+                          'train_00000.png')).shape[:2] == (32, 48)

@@ -19,11 +19,10 @@ import argparse
 import json
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import visualize_tokens  # noqa: E402
@@ -51,6 +50,28 @@ def object_cells(polygons: Sequence[np.ndarray], image_shape: Sequence[int],
     padded[:height, :width] = mask
     # (Hg, 16, Wg, 16) -> any pixel per cell
     return padded.reshape(grid_h, PATCH, grid_w, PATCH).any(axis=(1, 3))
+
+
+def read_objects(ann_file: str) -> Tuple[List[dict], Dict[int, list]]:
+    """A COCO instance file -> its images and, per image id, the polygons
+    ((K, 2) float arrays) of its objects (RLE masks are not read)."""
+    with open(ann_file) as f:
+        coco = json.load(f)
+    polygons = {image['id']: [] for image in coco['images']}
+    for ann in coco['annotations']:
+        if isinstance(ann['segmentation'], list):  # polygons, not RLE
+            polygons[ann['image_id']].extend(
+                np.asarray(p).reshape(-1, 2) for p in ann['segmentation'])
+    return coco['images'], polygons
+
+
+def image_object_cells(image: dict, polygons: Sequence[np.ndarray],
+                       shown_shape: Sequence[int]) -> np.ndarray:
+    """:func:`object_cells` of a COCO image (its ``width``/``height``)
+    shown to the network at ``shown_shape`` (h, w, ...)."""
+    scale = (shown_shape[1] / image['width'],
+             shown_shape[0] / image['height'])
+    return object_cells(polygons, shown_shape, scale)
 
 
 def keep_rates(kept: np.ndarray, on_object: np.ndarray) -> Dict[str, int]:
@@ -87,21 +108,14 @@ def measure(config: str,
     """Per pruning block (in depth order), summed over the images:
     ``block`` (E-Attention layer index), the four counts of
     :func:`keep_rates` and ``ratio``."""
-    with open(ann_file) as f:
-        coco = json.load(f)
-    polygons = {image['id']: [] for image in coco['images']}
-    for ann in coco['annotations']:
-        if isinstance(ann['segmentation'], list):  # polygons, not RLE
-            polygons[ann['image_id']].extend(
-                np.asarray(p).reshape(-1, 2) for p in ann['segmentation'])
+    images, polygons = read_objects(ann_file)
     built = visualize_tokens.build(config, checkpoint, device, cfg_options)
     totals: Dict[int, Dict[str, int]] = {}
-    for image in coco['images'][:max_images]:
+    for image in images[:max_images]:
         shown, panels = visualize_tokens.kept_grids(
             *built, osp.join(img_dir, image['file_name']))
-        scale = (shown.shape[1] / image['width'],
-                 shown.shape[0] / image['height'])
-        on_object = object_cells(polygons[image['id']], shown.shape, scale)
+        on_object = image_object_cells(image, polygons[image['id']],
+                                       shown.shape)
         for panel in panels:
             counts = keep_rates(panel['kept'], on_object)
             total = totals.setdefault(panel['index'], dict.fromkeys(counts, 0))
@@ -130,21 +144,14 @@ def format_table(rows: List[dict]) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
+    visualize_tokens.add_model_arguments(parser)
     parser.add_argument(
         '--ann-file', required=True, help='COCO instance annotations')
     parser.add_argument(
         '--img-dir', required=True, help='folder of its images')
     parser.add_argument(
         '--max-images', type=int, help='only the first N images')
-    parser.add_argument('--device', default='cpu')
     parser.add_argument('--out', help='also write the rows as JSON')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, e.g. model.backbone.score=cls_v')
     args = parser.parse_args(argv)
     rows = measure(args.config, args.checkpoint, args.ann_file, args.img_dir,
                    args.cfg_options, args.max_images, args.device)

@@ -177,18 +177,24 @@ def draw(image: np.ndarray,
     return out_file
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('image')
+def add_model_arguments(parser: argparse.ArgumentParser):
+    """CONFIG CHECKPOINT [--device] [--cfg-options]: what :func:`build`
+    takes, for the command lines of this tool and token_adaptivity.py."""
     parser.add_argument('config')
     parser.add_argument('checkpoint')
-    parser.add_argument('--out', default='tokens.png')
     parser.add_argument('--device', default='cpu')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override config settings, e.g. model.backbone.score=cls_v')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('image')
+    add_model_arguments(parser)
+    parser.add_argument('--out', default='tokens.png')
     args = parser.parse_args(argv)
     if cv2.imread(args.image) is None:
         raise ValueError(f'cannot read image {args.image}')
