@@ -1,11 +1,14 @@
 """Shared test helpers."""
 import copy
+import math
 import os
+import sys
 
 import pytest
 import torch
 
 import mmceformer  # noqa: F401
+from mmceformer.models.layers.e_attention import ATTN_MODES
 from mmceformer.testing import TINY_BACKBONES
 
 
@@ -33,6 +36,15 @@ def default_scope_mmpretrain():
 
 # Shrink the backbone, keep every other option of the config.
 TINY = TINY_BACKBONES
+
+# (backbone, attn_mode, extra options): every registered backbone in every
+# mode, and the options that change the eval path (Swin's whole-stage
+# attention, linear modes only).
+BACKBONE_VARIANTS = [(name, mode, {}) for name in sorted(TINY)
+                     for mode in ATTN_MODES] + [
+                         ('ESwinTransformer', mode, dict(attn_scope='stage'))
+                         for mode in ('linear', 'eattn')
+                     ]
 
 
 def _tiny_model_cfg(cfg):
@@ -71,3 +83,17 @@ def shrink_config():
         cfg.model = _tiny_model_cfg(cfg)
 
     return shrink
+
+
+@pytest.fixture(params=['linear', 'quadratic'])
+def attention_order(request, monkeypatch):
+    """Run a test in each evaluation order of the linear attention: the
+    O(N) lifted form of eq. (3-9) and the O(Nq Nk) form of the same
+    products, which the shapes pick otherwise (``prefer_quadratic``; a
+    test's few tokens always pick the quadratic one). Use with
+    ``pytestmark = pytest.mark.usefixtures('attention_order')``."""
+    # (the package attribute of this name is the function)
+    module = sys.modules['mmceformer.ops.linear_attention']
+    ratio = math.inf if request.param == 'quadratic' else 0.0
+    monkeypatch.setattr(module, 'QUADRATIC_COST_RATIO', ratio)
+    return request.param

@@ -10,8 +10,9 @@ from torch import Tensor
 from .linear_attention import (_accumulate_keys, _apply_queries, _phi_keys,
                                _prepare, _quadratic_queries,
                                autocast_disabled, feature_map_fn,
-                               lift_features, prefer_quadratic,
-                               quadratic_similarities, safe_denominator)
+                               lift_features, lift_groups, num_features,
+                               prefer_quadratic, quadratic_similarities,
+                               safe_denominator, same_group)
 from .token_sampling import sample_tokens
 from .tokens import gather_tokens, with_prefix
 
@@ -84,20 +85,25 @@ def e_attention(q: Tensor,
                          f'the same N, got {q.shape[2]} and {k.shape[2]}')
     prefix = num_prefix_tokens
     with autocast_disabled(q.device):
-        q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid = _prepare(
-            q, k, v, pos, pos, seq_len, token_mask, feature_map, pos_weight,
-            grid_size, token_group, token_group, num_groups, validate)
+        (q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid,
+         groups) = _prepare(q, k, v, pos, pos, seq_len, token_mask,
+                            feature_map, pos_weight, grid_size, token_group,
+                            token_group, num_groups, validate)
         batch, _, num, _ = q_acc.shape
         quadratic = prefer_quadratic(num_samples + prefix, num,
                                      q.shape[-1], v.shape[-1],
-                                     k_feat.shape[-1])
+                                     num_features(k_feat, groups))
         if quadratic:
             phi_k = _phi_keys(k_acc, valid, feature_map)  # (B, H, N, D)
             # S(0, j) = phi(q_0) . phi(k_j) * a_0 . b_j: (B, H, N)
+            cls_index = torch.zeros(batch, 1, dtype=torch.long,
+                                    device=q.device)
             rows = quadratic_similarities(q_acc[:, :, :1], q_feat[:, :1],
-                                          phi_k, k_feat, feature_map)
+                                          phi_k, k_feat, feature_map,
+                                          same_group(groups, cls_index))
             rows = rows[:, :, 0]
         else:
+            q_feat, k_feat = lift_groups(q_feat, k_feat, groups)
             # q~_0: (B, H, 1, D) -> (B, H, 1, P * D)
             score_tilde = lift_features(
                 feature_map_fn(q_acc[:, :, :1], feature_map), q_feat[:, :1])
@@ -126,7 +132,8 @@ def e_attention(q: Tensor,
         feat_kept = gather_tokens(q_feat.expand(batch, num, -1), index)
         if quadratic:
             out = _quadratic_queries(q_kept, feat_kept, phi_k, k_feat, v_acc,
-                                     num_valid, feature_map, eps)
+                                     num_valid, feature_map, eps,
+                                     same_group(groups, index))
         else:
             out = _apply_queries(q_kept, feat_kept, kv, z, feature_map, eps,
                                  chunk_size)

@@ -204,8 +204,11 @@ def _prepare(q,
              k_group=None,
              num_groups=None,
              validate=True):
-    """Validate arguments; return fp32 phi(q), phi(k), v, position features
-    and the (B, Nk) key mask."""
+    """Validate arguments; return fp32 q, k, v, position features, the
+    valid-key count, the (B, 1, Nk, 1) key mask and the groups
+    (``(q_group, k_group, num_groups)`` or None; the O(N) order lifts them
+    into the features with :func:`lift_groups`, the quadratic order masks
+    the pairs with :func:`same_group`)."""
     check_choice('feature_map', feature_map, FEATURE_MAPS)
     check_choice('pos_weight', pos_weight, POS_WEIGHTS)
     for name, t in (('q', q), ('k', k), ('v', v)):
@@ -238,8 +241,9 @@ def _prepare(q,
                                        q.device)
         if num_groups is None:  # a host sync; give it when known
             num_groups = int(max(q_group.max(), k_group.max())) + 1
-        q_feat = group_features(q_feat, q_group, num_groups)
-        k_feat = group_features(k_feat, k_group, num_groups)
+        groups = (q_group, k_group, num_groups)
+    else:
+        groups = None
     # Reductions in fp32 (or fp64) whatever the autocast dtype (SPEC 2.1).
     dtype = accumulation_dtype(q.dtype)
     v_acc = v.to(dtype)
@@ -256,7 +260,36 @@ def _prepare(q,
         num_valid = key_mask.sum(-1).clamp(min=1).to(dtype)[:, None, None,
                                                             None]
     return (q.to(dtype), k.to(dtype), v_acc, q_feat.to(dtype),
-            k_feat.to(dtype), num_valid, valid)
+            k_feat.to(dtype), num_valid, valid, groups)
+
+
+def num_features(k_feat: Tensor, groups) -> int:
+    """Features per token of the O(N) order: position features times
+    groups (what :func:`lift_groups` makes)."""
+    return k_feat.shape[-1] * (1 if groups is None else groups[2])
+
+
+def lift_groups(q_feat: Tensor, k_feat: Tensor, groups):
+    """The O(N) order's form of the groups: features ``a (x) onehot(g)``
+    (:func:`group_features`); unchanged without groups."""
+    if groups is None:
+        return q_feat, k_feat
+    q_group, k_group, num_groups = groups
+    return (group_features(q_feat, q_group, num_groups),
+            group_features(k_feat, k_group, num_groups))
+
+
+def same_group(groups, q_index: Optional[Tensor] = None) -> Optional[Tensor]:
+    """The quadratic order's form of the groups: ``[g_i == g_j]`` as a
+    (B, Nq, Nk) bool pair mask (None without groups), for the queries
+    ``q_index`` (B, Nq') when given. As exact as the lifted features and
+    cheaper: no one-hot features, and the position weights stay shared."""
+    if groups is None:
+        return None
+    q_group, k_group, _ = groups
+    if q_index is not None:
+        q_group = q_group.expand(q_index.shape[0], -1).gather(1, q_index)
+    return q_group[:, :, None] == k_group[:, None, :]
 
 
 def _zero_where_invalid(x: Tensor, valid: Optional[Tensor]) -> Tensor:
@@ -378,8 +411,15 @@ def prefer_quadratic(num_q: int, num_k: int, dim: int, dim_v: int,
     return quadratic <= QUADRATIC_COST_RATIO * linear
 
 
-def _quadratic_queries(q_acc, q_feat, phi_k, k_feat, v_acc, num_valid,
-                       feature_map, eps):
+def _quadratic_queries(q_acc,
+                       q_feat,
+                       phi_k,
+                       k_feat,
+                       v_acc,
+                       num_valid,
+                       feature_map,
+                       eps,
+                       pair_mask=None):
     """The O(Nq Nk) form of the query pass: ``out_i = sum_j S(i,j) v_j /
     sum_j S(i,j)`` with ``S = (phi(q) phi(k)^T) o (a b^T)`` and the sums
     taken as means over the valid keys, exactly as the O(N) form does.
@@ -391,12 +431,14 @@ def _quadratic_queries(q_acc, q_feat, phi_k, k_feat, v_acc, num_valid,
         k_feat (Tensor): (1|B, Nk, F) key-side position features.
         v_acc (Tensor): (B, H, Nk, Dv) values, 0 on masked keys.
         num_valid (float | Tensor): valid keys, scalar or (B, 1, 1, 1).
+        pair_mask (Tensor | None): (B, Nq, Nk) bool, False on pairs that
+            must not interact (:func:`same_group`).
 
     Returns:
         Tensor: (B, H, Nq, Dv).
     """
-    sims = quadratic_similarities(q_acc, q_feat, phi_k, k_feat,
-                                  feature_map)  # (B, H, Nq, Nk)
+    sims = quadratic_similarities(q_acc, q_feat, phi_k, k_feat, feature_map,
+                                  pair_mask)  # (B, H, Nq, Nk)
     # Means over the valid keys, as the O(N) form's sums, taken on the
     # (B, H, Nq, .) results rather than on the Nq x Nk similarities.
     denominator = _bound_denominator(
@@ -404,11 +446,19 @@ def _quadratic_queries(q_acc, q_feat, phi_k, k_feat, v_acc, num_valid,
     return (sims @ v_acc) / num_valid / denominator
 
 
-def quadratic_similarities(q_acc, q_feat, phi_k, k_feat, feature_map):
+def quadratic_similarities(q_acc,
+                           q_feat,
+                           phi_k,
+                           k_feat,
+                           feature_map,
+                           pair_mask=None):
     """``S(i, j) = phi(q_i) . phi(k_j) * a_i . b_j`` of eq. (3-5), explicitly:
     (B, H, Nq, D) queries, (1|B, Nq, F) and (1|B, Nk, F) position features
-    and (B, H, Nk, D) ``phi(k)`` -> (B, H, Nq, Nk)."""
+    and (B, H, Nk, D) ``phi(k)`` -> (B, H, Nq, Nk); 0 where the (B, Nq, Nk)
+    ``pair_mask`` is False."""
     weight = q_feat @ k_feat.transpose(-2, -1)  # (1|B, Nq, Nk)
+    if pair_mask is not None:
+        weight = weight * pair_mask.to(weight.dtype)  # (B, Nq, Nk)
     sims = feature_map_fn(q_acc, feature_map) @ phi_k.transpose(-2, -1)
     return sims * weight.unsqueeze(1)
 
@@ -472,15 +522,18 @@ def linear_attention(q: Tensor,
         Tensor: (B, H, Nq, Dv), in the dtype of ``q``.
     """
     with autocast_disabled(q.device):
-        q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid = _prepare(
-            q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
-            grid_size, q_group, k_group, num_groups, validate)
+        (q_acc, k_acc, v_acc, q_feat, k_feat, num_valid, valid,
+         groups) = _prepare(q, k, v, q_pos, k_pos, seq_len, key_mask,
+                            feature_map, pos_weight, grid_size, q_group,
+                            k_group, num_groups, validate)
         if prefer_quadratic(q.shape[2], k.shape[2], q.shape[-1],
-                            v.shape[-1], k_feat.shape[-1]):
+                            v.shape[-1], num_features(k_feat, groups)):
             phi_k = _phi_keys(k_acc, valid, feature_map)
             out = _quadratic_queries(q_acc, q_feat, phi_k, k_feat, v_acc,
-                                     num_valid, feature_map, eps)
+                                     num_valid, feature_map, eps,
+                                     same_group(groups))
         else:
+            q_feat, k_feat = lift_groups(q_feat, k_feat, groups)
             kv, z, _ = _accumulate_keys(k_acc, v_acc, k_feat, valid,
                                         num_valid, feature_map, chunk_size)
             out = _apply_queries(q_acc, q_feat, kv, z, feature_map, eps,
@@ -506,7 +559,7 @@ def linear_attention_reference(q: Tensor,
     straight from the cosines, not from :func:`position_features`, so the
     factorisation itself is under test. For tests only."""
     with autocast_disabled(q.device):
-        q_acc, k_acc, v_acc, _, _, num_valid, valid = _prepare(
+        q_acc, k_acc, v_acc, _, _, num_valid, valid, _ = _prepare(
             q, k, v, q_pos, k_pos, seq_len, key_mask, feature_map, pos_weight,
             grid_size, q_group, k_group)
         phi_q = feature_map_fn(q_acc, feature_map)

@@ -3,12 +3,10 @@
 and the compiled model's outputs equal eager mode's."""
 import pytest
 import torch
-from conftest import TINY
+from conftest import BACKBONE_VARIANTS, TINY
 from helpers import images, in_mode, peaked_attention
 from mmpretrain.registry import MODELS
 from torch.torch_version import TorchVersion
-
-from mmceformer.models.layers.e_attention import ATTN_MODES
 
 # Whole graphs on our stack (torch 2.14). torch 2.1's tracer (the OpenMMLab
 # wheel stack) cannot inline NamedTuple._replace or inspect.getfullargspec
@@ -16,9 +14,8 @@ from mmceformer.models.layers.e_attention import ATTN_MODES
 FULL_GRAPH = TorchVersion(torch.__version__) >= (2, 14)
 
 
-@pytest.mark.parametrize('mode', ATTN_MODES)
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_compiles_without_graph_breaks_and_matches_eager(name, mode):
+@pytest.mark.parametrize('name,mode,extra', BACKBONE_VARIANTS)
+def test_compiles_without_graph_breaks_and_matches_eager(name, mode, extra):
     import torch._dynamo as dynamo
     if name == 'ESwinTransformer' and not FULL_GRAPH:
         pytest.skip('torch 2.1 dynamo fails building its guards on ESwin '
@@ -26,7 +23,8 @@ def test_compiles_without_graph_breaks_and_matches_eager(name, mode):
     torch.manual_seed(0)
     model = in_mode(
         peaked_attention(
-            MODELS.build(dict(type=name, attn_mode=mode, **TINY[name]))),
+            MODELS.build(
+                dict(type=name, attn_mode=mode, **TINY[name], **extra))),
         training=False)
     x = images(batch=2, seed=1)
     dynamo.reset()

@@ -206,3 +206,114 @@ def test_kept_slots_map_to_image_positions_through_shift_and_padding(shift):
         assert sorted(kept.tolist()) == expected
         # the kept tokens' outputs are their own features, others 0
         torch.testing.assert_close(out[b, kept, 0], kept.float() + 1)
+
+
+# attn_scope='stage': every block attends over its stage's whole map.
+ONE_STAGE = dict(embed_dims=16, depths=[2], num_heads=[2])
+
+
+@pytest.mark.parametrize('pos_weight', ['1d', '2d', None])
+@pytest.mark.parametrize('mode', ['linear', 'eattn'])
+def test_stage_scope_equals_window_scope_on_a_one_window_map(
+        mode, pos_weight):
+    """An 8x8 map in one 8x8 window (no shift: mmpretrain drops it when the
+    window is the map): both scopes see the same tokens and positions, so
+    they must agree exactly, sampled tokens included."""
+    kwargs = dict(
+        arch=ONE_STAGE,
+        img_size=32,
+        window_size=8,
+        pad_small_map=False,  # mmpretrain: no shift then
+        out_indices=(0, ),
+        attn_mode=mode,
+        pos_weight=pos_weight,
+        prune_layers=[1],
+        keep_ratio=0.5)
+    window = in_mode(tiny(**kwargs), training=False)
+    stage = in_mode(tiny(attn_scope='stage', **kwargs), training=False)
+    stage.load_state_dict(window.state_dict(), strict=True)
+    x = images(size=(32, 32))
+    torch.testing.assert_close(
+        stage(x)[0], window(x)[0], atol=1e-5, rtol=1e-5)
+    counts = torch.stack(stage.token_counts)
+    torch.testing.assert_close(counts, torch.stack(window.token_counts))
+    if mode == 'eattn':
+        assert (counts[1] < 64).all()  # the second block sampled
+
+
+@pytest.mark.parametrize('pos_weight', ['1d', '2d'])
+def test_stage_scope_block_equals_reference_over_the_whole_map(pos_weight):
+    """A 16x24 map (24 windows of 4x4): the block's attention is the O(N^2)
+    reference over all 384 tokens, positions = raster index in the map."""
+    from mmceformer.ops.linear_attention import linear_attention_reference
+    model = in_mode(
+        tiny(
+            arch=dict(ONE_STAGE, depths=[1]),
+            out_indices=(0, ),
+            attn_mode='linear',
+            attn_scope='stage',
+            pos_weight=pos_weight), training=False)
+    x = images(size=(64, 96))
+    tokens, hw_shape = model.patch_embed(x)  # (2, 384, 16), (16, 24)
+    block = model.stages[0].blocks[0]
+    attn = block.attn.w_msa
+    batch, num, channels = tokens.shape
+    normed = block.norm1(tokens)
+    # (B, N, 3C) -> (3, B, H, N, C/H)
+    q, k, v = attn.qkv(normed).reshape(batch, num, 3, 2, 8).permute(
+        2, 0, 3, 1, 4)
+    out = linear_attention_reference(
+        q, k, v, pos_weight=pos_weight, grid_size=hw_shape)
+    out = attn.proj(out.transpose(1, 2).reshape(batch, num, channels))
+    expected = tokens + out
+    expected = block.ffn(block.norm2(expected), identity=expected)
+    expected = model.norm0(expected).view(batch, *hw_shape, -1)
+    got = model(x)[0].permute(0, 2, 3, 1)  # (B, H, W, C)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # the windowed model (same weights) mixes only within windows
+    windowed = in_mode(
+        tiny(
+            arch=dict(ONE_STAGE, depths=[1]),
+            out_indices=(0, ),
+            attn_mode='linear',
+            pos_weight=pos_weight), training=False)
+    windowed.load_state_dict(model.state_dict())
+    assert not torch.allclose(windowed(x)[0], model(x)[0], atol=1e-3)
+
+
+@pytest.mark.parametrize('mode', ['linear', 'eattn'])
+def test_stage_scope_every_stage_forward_backward(mode):
+    """Any map size works (no windows to fit), pruning blocks sample
+    keep_ratio of the map, with_cp gives the same gradients."""
+    grads = []
+    for with_cp in (False, True):
+        model = in_mode(
+            tiny(attn_mode=mode, attn_scope='stage', keep_ratio=0.5,
+                 with_cp=with_cp), training=True)
+        torch.manual_seed(1)
+        # PatchMerging pads odd maps: 9x13, 5x7, 3x4, 2x2 tokens
+        outs = model(images(size=(36, 52)))
+        assert [o.shape[-2:] for o in outs] == [(9, 13), (5, 7), (3, 4),
+                                                (2, 2)]
+        counts = torch.stack(model.token_counts)  # (blocks, B)
+        if mode == 'eattn':
+            # stage 3: 3x4 map, R = 0.5 * 12 = 6 draws
+            assert (counts[3:5] <= 6).all() and (counts[3:5] >= 1).all()
+            assert (counts[5] <= 2).all()  # stage 4: 2x2 map, 2 draws
+        else:
+            assert counts.tolist() == [[117] * 2, [35] * 2, [35] * 2,
+                                       [12] * 2, [12] * 2, [4] * 2]
+        sum(o.pow(2).mean() for o in outs).backward()
+        grads.append(model.patch_embed.projection.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_stage_scope_bad_arguments():
+    with pytest.raises(ValueError, match='attn_scope'):
+        tiny(attn_scope='global')
+    for mode in ('softmax', 'prune'):
+        with pytest.raises(ValueError, match="attn_scope='stage' needs a "
+                           'linear attn_mode'):
+            tiny(attn_mode=mode, attn_scope='stage')
+    with pytest.raises(ValueError, match='attn_mode'):
+        tiny(attn_mode='window', attn_scope='stage')

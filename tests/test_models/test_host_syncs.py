@@ -6,11 +6,9 @@ import collections
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import BACKBONE_VARIANTS, TINY
 from helpers import images, in_mode
 from mmpretrain.registry import MODELS
-
-from mmceformer.models.layers.e_attention import ATTN_MODES
 
 READS = ('__bool__', '__int__', '__float__', '__index__', 'item', 'tolist')
 
@@ -29,11 +27,10 @@ def count_reads(monkeypatch):
     return counts
 
 
-@pytest.mark.parametrize('mode', ATTN_MODES)
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_eval_forward_host_syncs(name, mode, count_reads):
+@pytest.mark.parametrize('name,mode,extra', BACKBONE_VARIANTS)
+def test_eval_forward_host_syncs(name, mode, extra, count_reads):
     model = in_mode(
-        MODELS.build(dict(type=name, attn_mode=mode, **TINY[name])),
+        MODELS.build(dict(type=name, attn_mode=mode, **TINY[name], **extra)),
         training=False)
     x = images()
     count_reads.clear()

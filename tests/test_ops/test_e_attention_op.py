@@ -5,6 +5,9 @@ import torch
 from mmceformer.ops import (cls_attention_scores, e_attention, gather_tokens,
                             linear_attention, sample_tokens)
 
+# every test in both orders of the linear attention (O(N) and O(Nq Nk))
+pytestmark = pytest.mark.usefixtures('attention_order')
+
 GRID = (4, 5)
 SEQ = 1 + 20
 
@@ -32,6 +35,31 @@ def test_fused_equals_scores_sampling_and_linear_attention(pos_weight, select):
     q_kept = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
     expected = linear_attention(
         q_kept, k, v, q_pos=index, key_mask=mask, **kwargs)
+    rows = kept[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[rows], expected[rows], atol=1e-5, rtol=1e-5)
+
+
+def test_fused_groups_restrict_the_cls_row_and_the_queries():
+    """With group ids only pairs of one group interact: the CLS row scores
+    its own group only (inverse-CDF never draws a zero score), and the kept
+    queries equal the O(N^2) reference with the same groups."""
+    from mmceformer.ops import linear_attention_reference
+    q, k, v = qkv()
+    group = torch.tensor([0] + [i % 3 for i in range(20)]).expand(3, -1)
+    kwargs = dict(seq_len=SEQ, pos_weight='2d', grid_size=GRID)
+    out, index, kept = e_attention(
+        q, k, v, 10, token_group=group, num_groups=3, **kwargs)
+    assert (group.gather(1, index)[kept] == 0).all()
+    assert kept.sum() > 3  # more than the CLS tokens were kept
+    q_kept = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
+    expected = linear_attention_reference(
+        q_kept,
+        k,
+        v,
+        q_pos=index,
+        q_group=group.gather(1, index),
+        k_group=group,
+        **kwargs)
     rows = kept[:, None, :, None].expand_as(out)
     torch.testing.assert_close(out[rows], expected[rows], atol=1e-5, rtol=1e-5)
 

@@ -9,6 +9,9 @@ import torch
 from mmceformer.ops import (FEATURE_MAPS, POS_WEIGHTS, linear_attention,
                             linear_attention_reference)
 
+# every test in both orders of the linear attention (O(N) and O(Nq Nk))
+pytestmark = pytest.mark.usefixtures('attention_order')
+
 GRID = (3, 4)  # 12 grid tokens + 1 CLS = 13
 SEQ = GRID[0] * GRID[1] + 1
 

@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import BACKBONE_VARIANTS, TINY
 from helpers import images, in_mode, peaked_attention
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
-
-from mmceformer.models.layers.e_attention import ATTN_MODES
 
 ort = pytest.importorskip('onnxruntime')
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,14 +67,18 @@ def run_onnx(path, x):
     return session.run(None, {'input': x.numpy()})
 
 
-@pytest.mark.parametrize('mode', ATTN_MODES)
-@pytest.mark.parametrize('name', sorted(TINY))
-def test_backbone_exports_and_matches_onnxruntime(name, mode, tmp_path,
+@pytest.mark.parametrize('name,mode,extra', BACKBONE_VARIANTS)
+def test_backbone_exports_and_matches_onnxruntime(name, mode, extra, tmp_path,
                                                   monkeypatch):
     torch.manual_seed(0)
     backbone = in_mode(
         MODELS.build(
-            dict(type=name, attn_mode=mode, **TINY[name], **OPTIONS[name])),
+            dict(
+                type=name,
+                attn_mode=mode,
+                **TINY[name],
+                **OPTIONS[name],
+                **extra)),
         training=False)
     peaked_attention(backbone)
     model = WithCounts(backbone).eval()

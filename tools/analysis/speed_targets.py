@@ -35,6 +35,13 @@ GROUPS = {
          dict(SWIN, type='ESwinTransformer', attn_mode='eattn'), False),
         ('Swin-T linear', dict(SWIN, type='ESwinTransformer',
                                attn_mode='linear'), False),
+        # attention over each stage's whole map instead of windows
+        ('Swin-T E-Attention, stage scope',
+         dict(SWIN, type='ESwinTransformer', attn_mode='eattn',
+              attn_scope='stage'), False),
+        ('Swin-T linear, stage scope',
+         dict(SWIN, type='ESwinTransformer', attn_mode='linear',
+              attn_scope='stage'), False),
     ],
 }
 

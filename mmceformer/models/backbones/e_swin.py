@@ -14,7 +14,11 @@ from mmceformer.ops import (check_choice, gather_tokens,
                             scatter_tokens)
 from mmceformer.registry import register_model
 from ..layers import EAttention, EAttentionOutput
+from ..layers.e_attention import ATTN_MODES
 from .e_vit import resolve_prune_layers
+
+#: Where the attention of a block looks (``ESwinTransformer.attn_scope``).
+ATTN_SCOPES = ('window', 'stage')
 
 
 class EWindowAttention(EAttention):
@@ -125,6 +129,26 @@ class EWindowAttention(EAttention):
             token_group=group,
             num_groups=self.MAX_REGIONS)
 
+    def forward_map(self, x: Tensor, hw_shape) -> EAttentionOutput:
+        """Attention over every token of a whole map, no windows
+        (``attn_scope='stage'``, linear kernel only).
+
+        Args:
+            x (Tensor): (B, H * W, C) tokens of the map, raster order.
+            hw_shape (tuple[int, int]): (H, W). Positions are the raster
+                index in the map (``'1d'``, M = H * W) or its row and column
+                (``'2d'``).
+
+        Returns:
+            EAttentionOutput: outputs and, on pruning layers, the kept
+            tokens (indices into the map).
+        """
+        if self.kernel != 'linear':
+            raise ValueError('forward_map needs the linear kernel (its cost '
+                             'is linear in the map size), got attn_mode='
+                             f'{self.attn_mode!r}')
+        return super().forward(x, grid_size=tuple(hw_shape))
+
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """``WindowMSA``'s interface: (B * W, N, C) -> (B * W, N, C); rows of
         tokens not kept (pruning layers) are 0, i.e. they skip attention."""
@@ -156,8 +180,19 @@ class ESwinTransformer(SwinTransformer):
         prune_mode (str): only ``'skip'``: pruned tokens skip the block
             (attention and FFN) and stay, so every map stays dense.
         feature_map (str): ``'elu1'`` or ``'identity'``.
-        pos_weight (str | None): ``'1d'``, ``'2d'`` (within the window) or
-            None.
+        pos_weight (str | None): ``'1d'``, ``'2d'`` (within the window, or
+            the stage's map with ``attn_scope='stage'``) or None.
+        attn_scope (str): ``'window'`` (default, the thesis's Swin):
+            attention within Swin's (shifted) windows. ``'stage'``: each
+            block attends over its stage's whole map, with no windows,
+            shift or padding (linear modes only: the linear kernel's cost
+            grows with the tokens, not with the window, so windows only add
+            partition, shift and region bookkeeping; FLatten Transformer
+            widens Swin's windows for the same reason). Pruning blocks then
+            draw ``keep_ratio`` of the map's tokens from its mean query.
+            Checkpoints load unchanged (the unused relative position bias
+            stays in the state dict), but the receptive field differs from
+            the windowed model's, so windowed weights need fine-tuning.
         **kwargs: the arguments of mmpretrain's ``SwinTransformer``.
 
     Input (B, 3, H, W); outputs as mmpretrain's: one (B, C_i, H/s, W/s) map
@@ -174,10 +209,19 @@ class ESwinTransformer(SwinTransformer):
                  prune_mode: str = 'skip',
                  feature_map: str = 'elu1',
                  pos_weight: Optional[str] = '1d',
+                 attn_scope: str = 'window',
                  **kwargs):
         check_choice('prune_mode', prune_mode, ('skip', ))
+        check_choice('attn_mode', attn_mode, ATTN_MODES)
+        check_choice('attn_scope', attn_scope, ATTN_SCOPES)
+        if attn_scope == 'stage' and attn_mode not in ('linear', 'eattn'):
+            raise ValueError(
+                "attn_scope='stage' needs a linear attn_mode ('linear' or "
+                f"'eattn'), got attn_mode={attn_mode!r}: softmax attention "
+                "over a whole stage costs O(N^2); use attn_scope='window'")
         super().__init__(*args, **kwargs)
         self.attn_mode = attn_mode
+        self.attn_scope = attn_scope
         blocks = [block for stage in self.stages for block in stage.blocks]
         depths = [len(stage.blocks) for stage in self.stages]
         self.prune_layers = resolve_prune_layers(
@@ -207,8 +251,9 @@ class ESwinTransformer(SwinTransformer):
         outs = []
         for i, stage in enumerate(self.stages):
             for block in stage.blocks:
-                if block.attn.w_msa.prune_tokens:
-                    x = self._pruned_block(block, x, hw_shape)
+                if (block.attn.w_msa.prune_tokens
+                        or self.attn_scope == 'stage'):
+                    x = self._own_block(block, x, hw_shape)
                 else:
                     x = block(x, hw_shape)
                     self.token_counts.append(
@@ -227,16 +272,25 @@ class ESwinTransformer(SwinTransformer):
                 x, hw_shape = stage.downsample(x, hw_shape)
         return tuple(outs)
 
-    def _pruned_block(self, block, x: Tensor, hw_shape) -> Tensor:
-        """A SwinBlock in which only the sampled tokens of each window are
-        updated; the others skip attention and FFN (identity). Honours the
-        block's ``with_cp`` as ``SwinBlock.forward`` does (the checkpoint
-        replays the random draws: torch restores the RNG state)."""
+    def _own_block(self, block, x: Tensor, hw_shape) -> Tensor:
+        """``SwinBlock.forward`` with this backbone's attention scope; on a
+        pruning block only the sampled tokens (of each window, or of the
+        map) are updated, the others skip attention and FFN (identity).
+        Honours the block's ``with_cp`` as ``SwinBlock.forward`` does (the
+        checkpoint replays the random draws: torch restores the RNG
+        state)."""
 
         def inner_forward(x):
-            attn_out, index, valid = self._window_attention(
-                block.attn, block.norm1(x), hw_shape)
+            if self.attn_scope == 'stage':
+                attn_out, index, valid = self._stage_attention(
+                    block.attn, block.norm1(x), hw_shape)
+            else:
+                attn_out, index, valid = self._window_attention(
+                    block.attn, block.norm1(x), hw_shape)
             x = x + block.attn.drop(attn_out)  # 0 on skipped tokens
+            if index is None:  # every token was kept
+                return block.ffn(block.norm2(x), identity=x), torch.full(
+                    (x.shape[0], ), x.shape[1], device=x.device)
             kept = gather_tokens(x, index)  # (B, K, C)
             kept = block.ffn(block.norm2(kept), identity=kept)
             return scatter_tokens(x, index, kept, valid), valid.sum(-1)
@@ -267,6 +321,20 @@ class ESwinTransformer(SwinTransformer):
                     del state_dict[key]
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       *args, **kwargs)
+
+    @staticmethod
+    def _stage_attention(shift_msa, x: Tensor, hw_shape):
+        """The block's attention over its whole map (``attn_scope='stage'``).
+
+        Args and returns as :meth:`_window_attention`; ``index`` and
+        ``valid`` are None when the block does not sample.
+        """
+        result = shift_msa.w_msa.forward_map(x, hw_shape)
+        if result.index is None:
+            return result.x, None, None
+        out = scatter_tokens(
+            torch.zeros_like(x), result.index, result.x, result.mask)
+        return (out, ) + _compacted(result.index, result.mask)
 
     @staticmethod
     def _window_attention(shift_msa, x: Tensor, hw_shape):
@@ -333,8 +401,15 @@ class ESwinTransformer(SwinTransformer):
         index = cell.repeat(batch, 1).gather(1, result.index)
         valid = result.mask & (index >= 0)
         index = index.view(batch, -1).clamp(min=0)
-        valid = valid.view(batch, -1)
-        if not is_tracing():  # fewer rows for the FFN (one host sync)
-            keep, valid = mask_to_index(valid)
-            index = index.gather(1, keep)
-        return out, index.masked_fill(~valid, 0), valid
+        return (out, ) + _compacted(index, valid.view(batch, -1))
+
+
+def _compacted(index: Tensor, valid: Tensor):
+    """(B, K) kept positions and validity -> the same with the valid
+    entries first and fewer columns in eager mode (fewer rows for the FFN;
+    one host sync), unchanged while tracing (static K); invalid entries
+    point at token 0."""
+    if not is_tracing():
+        keep, valid = mask_to_index(valid)
+        index = index.gather(1, keep)
+    return index.masked_fill(~valid, 0), valid
