@@ -7,14 +7,14 @@ from .token_sampling import (KERNELS, SCORES, SELECTS, check_keep_ratio,
                              cls_attention_scores, grid_inverse_cdf,
                              num_kept_tokens, sample_tokens)
 from .tokens import (gather_tokens, grid_to_tokens, groups_from_block_mask,
-                     mask_to_index, scatter_tokens, tokens_to_grid,
-                     with_prefix)
+                     mask_to_index, place_tokens, scatter_tokens,
+                     tokens_to_grid, with_prefix)
 
 __all__ = [
     'FEATURE_MAPS', 'POS_WEIGHTS', 'check_choice', 'KERNELS', 'SCORES',
     'SELECTS', 'feature_map_fn', 'position_features', 'linear_attention',
     'linear_attention_reference', 'cls_attention_scores', 'e_attention',
     'sample_tokens', 'num_kept_tokens', 'check_keep_ratio', 'gather_tokens',
-    'scatter_tokens', 'tokens_to_grid', 'grid_to_tokens', 'mask_to_index',
-    'groups_from_block_mask', 'with_prefix', 'is_tracing', 'grid_inverse_cdf'
+    'scatter_tokens', 'place_tokens', 'tokens_to_grid', 'grid_to_tokens',
+    'mask_to_index', 'groups_from_block_mask', 'with_prefix', 'is_tracing', 'grid_inverse_cdf'
 ]

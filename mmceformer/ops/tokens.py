@@ -15,11 +15,29 @@ def scatter_tokens(base: Tensor, index: Tensor, src: Tensor,
     at ``index`` (B, K); entries whose ``mask`` (B, K) is False are dropped
     (padding indices may repeat a real one)."""
     batch, num, channels = base.shape
-    # Padded entries go to an extra slot that is cut off afterwards.
+    out = base.new_empty(batch, num + 1, channels)
+    out[:, :num] = base  # the one copy of base
+    return _scatter_with_slot(out, index, src, mask)
+
+
+def place_tokens(index: Tensor, src: Tensor, mask: Tensor, num: int,
+                 dtype: torch.dtype) -> Tensor:
+    """:func:`scatter_tokens` into zeros: a (B, ``num``, C) sequence of
+    ``dtype`` holding ``src`` (B, K, C) at ``index`` (B, K) where ``mask``
+    (B, K) is True, 0 elsewhere (one zero fill, no copy of a base)."""
+    batch, _, channels = src.shape
+    out = src.new_zeros(batch, num + 1, channels, dtype=dtype)
+    return _scatter_with_slot(out, index, src, mask)
+
+
+def _scatter_with_slot(out: Tensor, index: Tensor, src: Tensor,
+                       mask: Tensor) -> Tensor:
+    """Scatter ``src`` into ``out`` (B, N + 1, C) in place, padded entries
+    into the extra last slot, which is then cut off: (B, N, C)."""
+    num = out.shape[1] - 1
     target = torch.where(mask, index, torch.full_like(index, num))
-    out = torch.cat([base, base.new_zeros(batch, 1, channels)], dim=1)
-    out = out.scatter(1, target[..., None].expand(-1, -1, channels),
-                      src.to(out.dtype))
+    out.scatter_(1, target[..., None].expand(-1, -1, out.shape[-1]),
+                 src.to(out.dtype))
     return out[:, :num]
 
 
@@ -58,9 +76,8 @@ def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
         cell = pos[:, num_prefix_tokens:] - num_prefix_tokens
         valid = torch.ones_like(cell, dtype=torch.bool) if mask is None \
             else mask[:, num_prefix_tokens:]
-        grid = scatter_tokens(
-            image_x.new_zeros(batch, grid_h * grid_w, channels), cell, image_x,
-            valid)
+        grid = place_tokens(cell, image_x, valid, grid_h * grid_w,
+                            image_x.dtype)
     # (B, Hg * Wg, C) -> (B, Hg, Wg, C) -> (B, C, Hg, Wg), a channels-last
     # view: no copy, and CPU depthwise convolutions run several times
     # faster on it (oneDNN) than on a contiguous NCHW tensor.

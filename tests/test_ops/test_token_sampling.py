@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from mmceformer.ops import (cls_attention_scores, gather_tokens,
-                            grid_inverse_cdf,
-                            linear_attention_reference, num_kept_tokens,
-                            sample_tokens, scatter_tokens)
+                            grid_inverse_cdf, linear_attention_reference,
+                            num_kept_tokens, place_tokens, sample_tokens,
+                            scatter_tokens)
 
 
 def qkv(batch=2, heads=3, num=13, dim=8, seed=0):
@@ -241,6 +241,21 @@ def test_gather_scatter_round_trip():
     out = scatter_tokens(torch.zeros_like(x), index, picked * 2, mask)
     assert out[0, [1, 4]].equal(x[0, [1, 4]] * 2)
     assert (out[0, [0, 2, 3, 5]] == 0).all()  # padded entry (0) not written
+    placed = place_tokens(index, picked * 2, mask, 6, torch.float64)
+    assert placed.dtype == torch.float64 and placed.shape == (2, 6, 3)
+    assert placed.equal(out.double())
+    # onto a base: the base elsewhere, a padded entry repeating a real
+    # index (1) does not overwrite it
+    base = torch.randn(2, 6, 3, requires_grad=True)
+    src = torch.randn(2, 3, 3, requires_grad=True)
+    index[0, 2] = 1
+    out = scatter_tokens(base, index, src, mask)
+    assert out[0, [1, 4]].equal(src[0, :2]) and out[1, [2, 3, 5]].equal(src[1])
+    assert out[0, [0, 2, 3, 5]].equal(base[0, [0, 2, 3, 5]])
+    assert out[1, [0, 1, 4]].equal(base[1, [0, 1, 4]])
+    out.sum().backward()  # gradients reach the written and the kept entries
+    assert base.grad[0].sum(-1).tolist() == [3, 0, 3, 3, 0, 3]
+    assert src.grad.sum(-1).tolist() == [[3, 3, 0], [3, 3, 3]]
 
 
 def exact_grid_inverse_cdf(weights, num_samples):

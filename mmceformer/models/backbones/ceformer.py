@@ -145,17 +145,28 @@ class ConvFFN(BaseModule):
             out_tokens = Tokens(hidden_out, out_pos, out_mask)
         else:
             hidden_out = hidden
-        if len(self.dw_convs):
-            # (B, N, hidden) -> (B, hidden, Hg, Wg)
-            grid = tokens_to_grid(hidden, source.pos, source.mask,
-                                  num_prefix_tokens, grid_size)
-            local = sum(conv(grid) for conv in self.dw_convs)
-            local = grid_to_tokens(local, out_tokens.pos, out_tokens.mask,
-                                   num_prefix_tokens)
-            hidden_out = torch.cat([hidden_out[:, :num_prefix_tokens], local],
-                                   dim=1)
-        hidden_out = self.drop(self.act(hidden_out))
-        return self.drop(self.fc2(hidden_out))
+        if not len(self.dw_convs):
+            return self._output(hidden_out)
+        # (B, N, hidden) -> (B, hidden, Hg, Wg)
+        grid = tokens_to_grid(hidden, source.pos, source.mask,
+                              num_prefix_tokens, grid_size)
+        # sum of the branches, without sum()'s extra pass adding to 0
+        local = self.dw_convs[0](grid)
+        for conv in self.dw_convs[1:]:
+            local = local + conv(grid)
+        local = grid_to_tokens(local, out_tokens.pos, out_tokens.mask,
+                               num_prefix_tokens)  # (B, N' - P, hidden)
+        if not num_prefix_tokens:
+            return self._output(local)
+        # The prefix rows (no cell) and the image rows reach fc2 apart and
+        # are joined after it: a cat of C-wide rows instead of a copy of
+        # the hidden-wide (5C) map.
+        prefix = self._output(hidden_out[:, :num_prefix_tokens])
+        return torch.cat([prefix, self._output(local)], dim=1)
+
+    def _output(self, hidden: Tensor) -> Tensor:
+        """GELU -> fc2 on (B, n, hidden) rows -> (B, n, C)."""
+        return self.drop(self.fc2(self.drop(self.act(hidden))))
 
     def _merged_conv(self, channels: int) -> nn.Conv2d:
         """The depthwise conv that holds every branch: kernel 2 d_max + 1,

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mmceformer.ops import (check_choice, gather_tokens,
                             groups_from_block_mask, is_tracing, mask_to_index,
-                            scatter_tokens)
+                            place_tokens, scatter_tokens)
 from mmceformer.registry import register_model
 from ..layers import EAttention, EAttentionOutput
 from ..layers.e_attention import ATTN_MODES
@@ -155,7 +155,7 @@ class EWindowAttention(EAttention):
         out = self.forward_windows(x, mask)
         if out.index is None:
             return out.x
-        return scatter_tokens(torch.zeros_like(x), out.index, out.x, out.mask)
+        return place_tokens(out.index, out.x, out.mask, x.shape[1], x.dtype)
 
 
 @register_model
@@ -332,8 +332,8 @@ class ESwinTransformer(SwinTransformer):
         result = shift_msa.w_msa.forward_map(x, hw_shape)
         if result.index is None:
             return result.x, None, None
-        out = scatter_tokens(
-            torch.zeros_like(x), result.index, result.x, result.mask)
+        out = place_tokens(result.index, result.x, result.mask, x.shape[1],
+                           x.dtype)
         return (out, ) + _compacted(result.index, result.mask)
 
     @staticmethod
@@ -389,8 +389,8 @@ class ESwinTransformer(SwinTransformer):
             -1, window**2, channels)
         cell = shift_msa.window_partition(cell, window).view(-1, window**2)
         result = shift_msa.w_msa.forward_windows(windows, mask=attn_mask)
-        out = scatter_tokens(
-            torch.zeros_like(windows), result.index, result.x, result.mask)
+        out = place_tokens(result.index, result.x, result.mask, window**2,
+                           windows.dtype)
         out = shift_msa.window_reverse(
             out.view(-1, window, window, channels), padded_h, padded_w,
             window)  # (B, Hp, Wp, C)
