@@ -1,4 +1,5 @@
 """Small settings for tests and smoke checks (as ``mmdet.testing``)."""
+from mmceformer.models.layers.e_attention import ATTN_MODES
 
 #: Backbone options that shrink each registered backbone to a few blocks
 #: of a few channels, for 64x64 inputs; every other option keeps its value.
@@ -19,3 +20,12 @@ TINY_BACKBONES = {
         window_size=4,
         pad_small_map=True),
 }
+
+#: (backbone, attn_mode, extra options): every registered backbone in every
+#: mode, plus the options that take another eval path (Swin's whole-stage
+#: attention, linear modes only), for checks that must cover all of them.
+BACKBONE_VARIANTS = [(name, mode, {}) for name in sorted(TINY_BACKBONES)
+                     for mode in ATTN_MODES] + [
+                         ('ESwinTransformer', mode, dict(attn_scope='stage'))
+                         for mode in ('linear', 'eattn')
+                     ]

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import mmceformer  # noqa: F401
-from mmceformer.models.layers.e_attention import ATTN_MODES
-from mmceformer.testing import TINY_BACKBONES
+from mmceformer.testing import BACKBONE_VARIANTS, TINY_BACKBONES  # noqa: F401
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,15 +35,6 @@ def default_scope_mmpretrain():
 
 # Shrink the backbone, keep every other option of the config.
 TINY = TINY_BACKBONES
-
-# (backbone, attn_mode, extra options): every registered backbone in every
-# mode, and the options that change the eval path (Swin's whole-stage
-# attention, linear modes only).
-BACKBONE_VARIANTS = [(name, mode, {}) for name in sorted(TINY)
-                     for mode in ATTN_MODES] + [
-                         ('ESwinTransformer', mode, dict(attn_scope='stage'))
-                         for mode in ('linear', 'eattn')
-                     ]
 
 
 def _tiny_model_cfg(cfg):

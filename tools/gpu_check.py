@@ -26,10 +26,10 @@ import torch
 from mmengine.config import Config
 
 import mmceformer  # noqa: F401
-from mmceformer.models.layers.e_attention import ATTN_MODES
 from mmceformer.ops import (cls_attention_scores, e_attention,
                             linear_attention, linear_attention_reference,
                             sample_tokens)
+from mmceformer.testing import BACKBONE_VARIANTS
 from mmceformer.testing import TINY_BACKBONES as TINY
 from mmceformer.utils.complexity import interleaved_latency
 
@@ -102,46 +102,46 @@ def amp_training_steps(device):
     base = Config.fromfile(
         os.path.join(ROOT, 'configs', 'toy', 'mask_rcnn_ceformer_toy.py'))
     results = []
-    for name, tiny in TINY.items():
-        for mode in ATTN_MODES:
-            cfg = base.model.copy()
-            backbone = dict(type=name, attn_mode=mode, **tiny)
-            if name == 'ESwinTransformer':
-                backbone.update(out_indices=(0, 1, 2, 3))
-                channels = [16, 32, 64, 128]
-            else:
-                backbone.update(out_type='pyramid', prune_mode='skip')
-                channels = [12, 24, 48, 48]
-            cfg.backbone = backbone
-            cfg.neck.in_channels = channels
-            torch.manual_seed(0)
-            model = MODELS.build(cfg).to(device)
-            model.init_weights()
-            model.train()
-            packed = demo_mm_inputs(
-                2, [(3, 128, 160), (3, 128, 128)],
-                num_items=[3, 2],
-                num_classes=3,
-                with_mask=True)
-            data = model.data_preprocessor(packed, True)
-            # fp16 autocast, as mmdet's --amp (AmpOptimWrapper) on GPUs; the
-            # CPU smoke run stays fp32 (mmcv's CPU NMS takes float only).
-            with torch.autocast(
-                    device.type,
-                    dtype=torch.float16,
-                    enabled=device.type == 'cuda'):
-                losses = model(**data, mode='loss')
-            loss, _ = model.parse_losses(losses)
-            loss.backward()
-            unused = [
-                n for n, p in model.named_parameters()
-                if p.requires_grad and p.grad is None
-            ]
-            results.append(
-                check(f'{name} {mode}',
-                      torch.isfinite(loss) and not unused,
-                      f'loss {float(loss):.3f}' +
-                      (f' unused {unused[:3]}' if unused else '')))
+    for name, mode, extra in BACKBONE_VARIANTS:
+        cfg = base.model.copy()
+        backbone = dict(type=name, attn_mode=mode, **TINY[name], **extra)
+        if name == 'ESwinTransformer':
+            backbone.update(out_indices=(0, 1, 2, 3))
+            channels = [16, 32, 64, 128]
+        else:
+            backbone.update(out_type='pyramid', prune_mode='skip')
+            channels = [12, 24, 48, 48]
+        cfg.backbone = backbone
+        cfg.neck.in_channels = channels
+        torch.manual_seed(0)
+        model = MODELS.build(cfg).to(device)
+        model.init_weights()
+        model.train()
+        packed = demo_mm_inputs(
+            2, [(3, 128, 160), (3, 128, 128)],
+            num_items=[3, 2],
+            num_classes=3,
+            with_mask=True)
+        data = model.data_preprocessor(packed, True)
+        # fp16 autocast, as mmdet's --amp (AmpOptimWrapper) on GPUs; the
+        # CPU smoke run stays fp32 (mmcv's CPU NMS takes float only).
+        with torch.autocast(
+                device.type,
+                dtype=torch.float16,
+                enabled=device.type == 'cuda'):
+            losses = model(**data, mode='loss')
+        loss, _ = model.parse_losses(losses)
+        loss.backward()
+        unused = [
+            n for n, p in model.named_parameters()
+            if p.requires_grad and p.grad is None
+        ]
+        results.append(
+            check(' '.join([name, mode] +
+                           [f'{k}={v}' for k, v in extra.items()]),
+                  torch.isfinite(loss) and not unused,
+                  f'loss {float(loss):.3f}' +
+                  (f' unused {unused[:3]}' if unused else '')))
     return all(results)
 
 

@@ -132,3 +132,5 @@ def test_gpu_check_smoke_run_on_cpu(capsys):
     assert gpu_check.main(['--device', 'cpu', '--quick']) == 0
     printed = capsys.readouterr().out
     assert '[FAIL]' not in printed and 'all checks passed' in printed
+    # every backbone variant took its AMP training step
+    assert printed.count('ESwinTransformer eattn attn_scope=stage') == 1
