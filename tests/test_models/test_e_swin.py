@@ -317,3 +317,14 @@ def test_stage_scope_bad_arguments():
             tiny(attn_mode=mode, attn_scope='stage')
     with pytest.raises(ValueError, match='attn_mode'):
         tiny(attn_mode='window', attn_scope='stage')
+
+
+def test_stage_scope_takes_maps_smaller_than_the_window():
+    """mmpretrain asserts on maps below the window unless pad_small_map;
+    without windows there is nothing to fit."""
+    kwargs = dict(attn_mode='linear', pad_small_map=False, window_size=8)
+    with pytest.raises(AssertionError, match='smaller than the window'):
+        in_mode(tiny(**kwargs), training=False)(images())
+    outs = in_mode(tiny(attn_scope='stage', **kwargs),
+                   training=False)(images())  # 16x16 ... 2x2 maps
+    assert [o.shape[-1] for o in outs] == [16, 8, 4, 2]

@@ -188,8 +188,9 @@ class ESwinTransformer(SwinTransformer):
             shift or padding (linear modes only: the linear kernel's cost
             grows with the tokens, not with the window, so windows only add
             partition, shift and region bookkeeping; FLatten Transformer
-            widens Swin's windows for the same reason). Pruning blocks then
-            draw ``keep_ratio`` of the map's tokens from its mean query.
+            widens Swin's windows for the same reason). Maps smaller than
+            the window need no ``pad_small_map``. Pruning blocks draw
+            ``keep_ratio`` of the map's tokens from its mean query.
             Checkpoints load unchanged (the unused relative position bias
             stays in the state dict), but the receptive field differs from
             the windowed model's, so windowed weights need fine-tuning.
