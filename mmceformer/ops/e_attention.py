@@ -96,11 +96,14 @@ def e_attention(q: Tensor,
         if quadratic:
             phi_k = _phi_keys(k_acc, valid, feature_map)  # (B, H, N, D)
             # S(0, j) = phi(q_0) . phi(k_j) * a_0 . b_j: (B, H, N)
-            cls_index = torch.zeros(batch, 1, dtype=torch.long,
-                                    device=q.device)
+            cls_pairs = None  # (B, 1, N): pairs of the CLS query
+            if groups is not None:
+                cls_pairs = same_group(
+                    groups, torch.zeros(batch, 1, dtype=torch.long,
+                                        device=q.device))
             rows = quadratic_similarities(q_acc[:, :, :1], q_feat[:, :1],
                                           phi_k, k_feat, feature_map,
-                                          same_group(groups, cls_index))
+                                          cls_pairs)
             rows = rows[:, :, 0]
         else:
             q_feat, k_feat = lift_groups(q_feat, k_feat, groups)

@@ -138,15 +138,13 @@ class ConvFFN(BaseModule):
             Tensor: (B, N', C) FFN outputs.
         """
         hidden = self.fc1(source.x)  # (B, N, hidden), once per token
-        out_tokens = source
-        if out_pos is not None:
-            # a full source is in raster order: row p holds token p
-            hidden_out = gather_tokens(hidden, out_pos)  # (B, N', hidden)
-            out_tokens = Tokens(hidden_out, out_pos, out_mask)
-        else:
-            hidden_out = hidden
-        if not len(self.dw_convs):
-            return self._output(hidden_out)
+        if not len(self.dw_convs):  # the plain MLP
+            if out_pos is not None:
+                # a full source is in raster order: row p holds token p
+                hidden = gather_tokens(hidden, out_pos)  # (B, N', hidden)
+            return self._output(hidden)
+        if out_pos is None:
+            out_pos, out_mask = source.pos, source.mask
         # (B, N, hidden) -> (B, hidden, Hg, Wg)
         grid = tokens_to_grid(hidden, source.pos, source.mask,
                               num_prefix_tokens, grid_size)
@@ -154,14 +152,14 @@ class ConvFFN(BaseModule):
         local = self.dw_convs[0](grid)
         for conv in self.dw_convs[1:]:
             local = local + conv(grid)
-        local = grid_to_tokens(local, out_tokens.pos, out_tokens.mask,
-                               num_prefix_tokens)  # (B, N' - P, hidden)
+        # the image rows come from the grid, (B, N' - P, hidden)
+        local = grid_to_tokens(local, out_pos, out_mask, num_prefix_tokens)
         if not num_prefix_tokens:
             return self._output(local)
-        # The prefix rows (no cell) and the image rows reach fc2 apart and
-        # are joined after it: a cat of C-wide rows instead of a copy of
-        # the hidden-wide (5C) map.
-        prefix = self._output(hidden_out[:, :num_prefix_tokens])
+        # The prefix rows (no cell; first in every sequence) and the image
+        # rows reach fc2 apart and are joined after it: a cat of C-wide rows
+        # instead of a copy of the hidden-wide (5C) map.
+        prefix = self._output(hidden[:, :num_prefix_tokens])
         return torch.cat([prefix, self._output(local)], dim=1)
 
     def _output(self, hidden: Tensor) -> Tensor:

@@ -257,9 +257,7 @@ class ESwinTransformer(SwinTransformer):
                     x = self._own_block(block, x, hw_shape)
                 else:
                     x = block(x, hw_shape)
-                    self.token_counts.append(
-                        torch.full((x.shape[0], ), x.shape[1],
-                                   device=x.device))
+                    self.token_counts.append(_all_kept(x))
             if stage.downsample is not None and self.out_after_downsample:
                 x, hw_shape = stage.downsample(x, hw_shape)
             if i in self.out_indices:
@@ -290,8 +288,7 @@ class ESwinTransformer(SwinTransformer):
                     block.attn, block.norm1(x), hw_shape)
             x = x + block.attn.drop(attn_out)  # 0 on skipped tokens
             if index is None:  # every token was kept
-                return block.ffn(block.norm2(x), identity=x), torch.full(
-                    (x.shape[0], ), x.shape[1], device=x.device)
+                return block.ffn(block.norm2(x), identity=x), _all_kept(x)
             kept = gather_tokens(x, index)  # (B, K, C)
             kept = block.ffn(block.norm2(kept), identity=kept)
             return scatter_tokens(x, index, kept, valid), valid.sum(-1)
@@ -403,6 +400,11 @@ class ESwinTransformer(SwinTransformer):
         valid = result.mask & (index >= 0)
         index = index.view(batch, -1).clamp(min=0)
         return (out, ) + _compacted(index, valid.view(batch, -1))
+
+
+def _all_kept(x: Tensor) -> Tensor:
+    """(B,) token counts of a block that kept all of (B, L, C) ``x``."""
+    return torch.full((x.shape[0], ), x.shape[1], device=x.device)
 
 
 def _compacted(index: Tensor, valid: Tensor):
