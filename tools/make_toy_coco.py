@@ -3,15 +3,16 @@
     python tools/make_toy_coco.py data/toy_coco [--train 200] [--val 50]
         [--size H W] [--seed 0]
     python tools/make_toy_coco.py data/toy_cls --cls [--train 2000]
-        [--val 200] [--size 128 128] [--seed 1]
+        [--val 200] [--size 128 128] [--seed 1] [--label shape]
 
 The first writes the instance-segmentation set (COCO format, mmdet); with
 ``--cls`` the classification set for mmpretrain pre-training (label: the
-colour family of an image's objects; mmceformer.datasets.make_toy_cls).
+shape, or with ``--label colour`` the colour family, that an image's
+objects share; mmceformer.datasets.make_toy_cls).
 """
 import argparse
 
-from mmceformer.datasets import make_toy_cls, make_toy_coco
+from mmceformer.datasets import LABELS, make_toy_cls, make_toy_coco
 
 
 def main(argv=None):
@@ -30,14 +31,21 @@ def main(argv=None):
         metavar=('H', 'W'),
         help='256 256, or 128 128 with --cls')
     parser.add_argument('--seed', type=int, help='0, or 1 with --cls')
+    parser.add_argument(
+        '--label',
+        choices=sorted(LABELS),
+        help='with --cls: what the label names (default shape)')
     args = parser.parse_args(argv)
+    if args.label and not args.cls:
+        parser.error('--label needs --cls')
     make = make_toy_cls if args.cls else make_toy_coco
     # Unset options take the defaults of the function that writes the set.
     given = dict(
         num_train=args.train,
         num_val=args.val,
         image_size=args.size and tuple(args.size),
-        seed=args.seed)
+        seed=args.seed,
+        label=args.label)
     paths = make(args.out_dir,
                  **{k: v
                     for k, v in given.items() if v is not None})

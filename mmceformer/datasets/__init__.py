@@ -1,3 +1,6 @@
-from .toy_shapes import CLASSES, COLOUR_FAMILIES, make_toy_cls, make_toy_coco
+from .toy_shapes import (CLASSES, COLOUR_FAMILIES, LABELS, make_toy_cls,
+                         make_toy_coco)
 
-__all__ = ['CLASSES', 'COLOUR_FAMILIES', 'make_toy_cls', 'make_toy_coco']
+__all__ = [
+    'CLASSES', 'COLOUR_FAMILIES', 'LABELS', 'make_toy_cls', 'make_toy_coco'
+]

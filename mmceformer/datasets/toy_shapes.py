@@ -5,12 +5,13 @@ textured backgrounds: the built-in default data of ``make demo``.
   (PNG images) and ``annotations/instances_{train,val}.json``, which
   pycocotools and mmdet's ``CocoDataset`` read as they read COCO.
 - ``make_toy_cls`` (classification, mmpretrain: the stand-in for ImageNet
-  pre-training): the same generator at 128 x 128 with another seed; all
-  objects of an image are of one colour family (red, green or blue), which
-  is its label, in ``annotations/labels_{train,val}.json`` (the OpenMMLab
-  2.0 format of mmpretrain's ``BaseDataset``). The label is about the
-  objects only (the background's palette is random), so a classifier must
-  find them, as on ImageNet.
+  pre-training): the same generator at 128 x 128 with another seed, the
+  objects at the detection set's pixel sizes; all objects of an image are
+  of one shape (circle, square or triangle; or, with ``label='colour'``, of
+  one colour family), which is its label, in
+  ``annotations/labels_{train,val}.json`` (the OpenMMLab 2.0 format of
+  mmpretrain's ``BaseDataset``). The label is about the objects only (the
+  background is random), so a classifier must find them, as on ImageNet.
 
     python tools/make_toy_coco.py data/toy_coco --train 200 --val 50
     python tools/make_toy_coco.py data/toy_cls --cls --train 2000 --val 200
@@ -29,6 +30,8 @@ import numpy as np
 CLASSES = ('circle', 'square', 'triangle')
 COLOUR_FAMILIES = ('red', 'green', 'blue')
 _BGR_CHANNEL = {'red': 2, 'green': 1, 'blue': 0}
+# make_toy_cls's label kinds -> their class names.
+LABELS = {'colour': COLOUR_FAMILIES, 'shape': CLASSES}
 
 
 def _background(rng: np.random.Generator, height: int, width: int):
@@ -83,21 +86,28 @@ def make_image(rng: np.random.Generator,
                width: int,
                max_objects: int = 5,
                max_overlap: float = 0.3,
-               colour_family: Optional[int] = None
+               colour_family: Optional[int] = None,
+               category: Optional[int] = None,
+               radius_range: Tuple[float, float] = (0.08, 0.2)
                ) -> Tuple[np.ndarray, List[dict]]:
     """One image (H, W, 3) uint8 BGR and its objects: dicts with
-    ``category`` (index into CLASSES) and ``polygon`` (K, 2) float. Objects
-    are filled with random colours, or with colours of
-    ``COLOUR_FAMILIES[colour_family]``."""
+    ``category`` (index into CLASSES) and ``polygon`` (K, 2) float.
+
+    Objects are filled with random colours, or with colours of
+    ``COLOUR_FAMILIES[colour_family]``; their shapes are random, or all
+    ``CLASSES[category]``. 1 to ``max_objects`` objects, each of a radius
+    drawn from ``radius_range`` times the image's shorter side.
+    """
     image = _background(rng, height, width)
     objects, boxes = [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):  # objects may overlap, but not bury
-            radius = rng.uniform(0.08, 0.2) * min(height, width)
+            radius = rng.uniform(*radius_range) * min(height, width)
             cx = rng.uniform(radius, width - radius)
             cy = rng.uniform(radius, height - radius)
-            category = int(rng.integers(len(CLASSES)))
-            polygon = _polygon(rng, CLASSES[category], cx, cy, radius)
+            shape = (int(rng.integers(len(CLASSES)))
+                     if category is None else category)
+            polygon = _polygon(rng, CLASSES[shape], cx, cy, radius)
             box = [*polygon.min(0), *polygon.max(0)]
             if all(_box_iou(box, other) < max_overlap for other in boxes):
                 break
@@ -106,24 +116,32 @@ def make_image(rng: np.random.Generator,
         colour = _colour(rng, colour_family)
         cv2.fillPoly(image, [np.round(polygon).astype(np.int32)],
                      colour.tolist())
-        objects.append(dict(category=category, polygon=polygon))
+        objects.append(dict(category=shape, polygon=polygon))
         boxes.append(box)
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
 def _coco_split(rng, num_images, height, width, image_dir, prefix,
-                colour_labels=False):
-    """Write the images; return their COCO dict and, with
-    ``colour_labels``, each image's colour family (its objects share one),
-    else None."""
-    images, annotations, families = [], [], []
+                label=None, **image_options):
+    """Write the images; return their COCO dict and, with ``label``
+    ('colour' or 'shape'), each image's label (its objects share one colour
+    family, or one shape), else None."""
+    images, annotations, labels = [], [], []
     for index in range(num_images):
-        family = None
-        if colour_labels:
+        family = category = None
+        if label == 'colour':
             family = int(rng.integers(len(COLOUR_FAMILIES)))
-            families.append(family)
+            labels.append(family)
+        elif label == 'shape':
+            category = int(rng.integers(len(CLASSES)))
+            labels.append(category)
         image, objects = make_image(
-            rng, height, width, colour_family=family)
+            rng,
+            height,
+            width,
+            colour_family=family,
+            category=category,
+            **image_options)
         name = f'{prefix}_{index:05d}.png'
         cv2.imwrite(osp.join(image_dir, name), image)
         image_id = index + 1
@@ -150,7 +168,7 @@ def _coco_split(rng, num_images, height, width, image_dir, prefix,
                     iscrowd=0))
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
     coco = dict(images=images, annotations=annotations, categories=categories)
-    return coco, families if colour_labels else None
+    return coco, labels if label else None
 
 
 def make_toy_coco(out_dir: str,
@@ -167,31 +185,65 @@ def make_toy_coco(out_dir: str,
         image_size (tuple[int, int]): (height, width) of every image.
         seed (int): the whole set is a function of it.
     """
-    return _write_set(out_dir, num_train, num_val, image_size, seed,
-                      False)['instances']
+    return _write_set(out_dir, num_train, num_val, image_size,
+                      seed)['instances']
 
 
 def make_toy_cls(out_dir: str,
                  num_train: int = 2000,
                  num_val: int = 200,
                  image_size: Tuple[int, int] = (128, 128),
-                 seed: int = 1) -> dict:
-    """Write the toy classification set to ``out_dir``: images whose
-    objects share one colour family, labelled with it
-    (``annotations/labels_{train,val}.json``, classes ``COLOUR_FAMILIES``).
-    The COCO instance files of the same images are written too, for
-    measuring where tokens are kept. Arguments as :func:`make_toy_coco`;
-    the default seed differs from its, so no detection image is a
-    pre-training image.
+                 seed: int = 1,
+                 label: str = 'shape',
+                 radius_range: Tuple[float, float] = (0.16, 0.4),
+                 max_objects: int = 3) -> dict:
+    """Write the toy classification set to ``out_dir``: the objects of an
+    image share one shape (``label='shape'``, classes ``CLASSES``) or one
+    colour family (``'colour'``, classes ``COLOUR_FAMILIES``), which is its
+    label (``annotations/labels_{train,val}.json``). The COCO instance files
+    of the same images are written too, for measuring where tokens are
+    kept.
+
+    The defaults draw the detection set's objects at its pixel sizes
+    (radius 0.08-0.2 of 256 px is 0.16-0.4 of 128 px), so pre-training
+    sees the shapes at the scale fine-tuning does, in a quarter of the
+    pixels; hence at most 3 objects.
+
+    Args:
+        out_dir, num_train, num_val, image_size, seed: as
+            :func:`make_toy_coco`; the default seed differs from its, so no
+            detection image is a pre-training image.
+        label (str): ``'shape'`` or ``'colour'``.
+        radius_range (tuple[float, float]): objects' radii, as fractions of
+            the image's shorter side, 0 < low <= high <= 0.5.
+        max_objects (int): objects per image, 1 to this.
 
     Returns:
-        dict: split -> path of its label file.
+        dict: split -> path of its label file. The file's metainfo records
+        ``label``, ``radius_range`` and ``max_objects``.
     """
-    return _write_set(out_dir, num_train, num_val, image_size, seed,
-                      True)['labels']
+    if label not in LABELS:
+        raise ValueError(
+            f'label must be one of {sorted(LABELS)}, got {label!r}')
+    low, high = radius_range
+    if not 0 < low <= high <= 0.5:
+        raise ValueError('radius_range must satisfy 0 < low <= high <= 0.5, '
+                         f'got {tuple(radius_range)}')
+    if max_objects < 1:
+        raise ValueError(f'max_objects must be >= 1, got {max_objects}')
+    return _write_set(
+        out_dir,
+        num_train,
+        num_val,
+        image_size,
+        seed,
+        label=label,
+        radius_range=(low, high),
+        max_objects=max_objects)['labels']
 
 
-def _write_set(out_dir, num_train, num_val, image_size, seed, colour_labels):
+def _write_set(out_dir, num_train, num_val, image_size, seed, label=None,
+               **image_options):
     if num_train < 1 or num_val < 1:
         raise ValueError(f'num_train and num_val must be >= 1, got '
                          f'{num_train} and {num_val}')
@@ -203,7 +255,7 @@ def _write_set(out_dir, num_train, num_val, image_size, seed, colour_labels):
         image_dir = osp.join(out_dir, split)
         os.makedirs(image_dir, exist_ok=True)
         coco, labels = _coco_split(rng, count, height, width, image_dir,
-                                   split, colour_labels)
+                                   split, label, **image_options)
         path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
         with open(path, 'w') as f:
             json.dump(coco, f)
@@ -217,7 +269,10 @@ def _write_set(out_dir, num_train, num_val, image_size, seed, colour_labels):
             with open(path, 'w') as f:
                 json.dump(
                     dict(
-                        metainfo=dict(classes=list(COLOUR_FAMILIES)),
+                        metainfo=dict(
+                            classes=list(LABELS[label]),
+                            label=label,
+                            **image_options),
                         data_list=data_list), f)
             paths['labels'][split] = path
     return paths

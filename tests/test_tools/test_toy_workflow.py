@@ -21,7 +21,12 @@ sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
 
 def test_toy_cls_label_is_the_colour_family_of_the_objects(tmp_path):
     paths = make_toy_cls(
-        str(tmp_path), num_train=6, num_val=3, image_size=(64, 96), seed=3)
+        str(tmp_path),
+        num_train=6,
+        num_val=3,
+        image_size=(64, 96),
+        seed=3,
+        label='colour')
     channel = {0: 2, 1: 1, 2: 0}  # red, green, blue -> BGR channel
     for split, count in (('train', 6), ('val', 3)):
         labels = json.loads(Path(paths[split]).read_text())
@@ -57,6 +62,82 @@ def test_toy_cls_label_is_the_colour_family_of_the_objects(tmp_path):
     assert list(dataset.get_cat_ids(0)) == [first['gt_label']]
     assert list(dataset.metainfo['classes']) == ['red', 'green', 'blue']
     assert Path(dataset.get_data_info(0)['img_path']).exists()
+
+
+def test_toy_cls_label_is_the_shape_of_the_objects_at_the_asked_size(
+        tmp_path):
+    """The default label: every object of an image is of the labelled
+    shape, of a radius drawn from radius_range (one radius here, so each
+    shape's area is known)."""
+    paths = make_toy_cls(
+        str(tmp_path),
+        num_train=12,
+        num_val=2,
+        image_size=(64, 96),
+        radius_range=(0.25, 0.25),
+        max_objects=1)
+    labels = json.loads(Path(paths['train']).read_text())
+    assert labels['metainfo'] == dict(
+        classes=['circle', 'square', 'triangle'],
+        label='shape',
+        radius_range=[0.25, 0.25],
+        max_objects=1)
+    coco = json.loads(
+        (tmp_path / 'annotations' / 'instances_train.json').read_text())
+    radius = 0.25 * 64
+    # Areas of the shapes of circumradius r, 1.2 r (triangle) and
+    # sqrt(2) r / 1.2 (square: side 2 r / 1.2); the circle is a 24-gon.
+    area = {
+        0: 12 * radius**2 * np.sin(np.pi / 12),
+        1: (2 * radius / 1.2)**2,
+        2: 3 * np.sqrt(3) / 4 * (1.2 * radius)**2
+    }
+    assert len(coco['annotations']) == 12  # one object per image
+    assert {item['gt_label'] for item in labels['data_list']} == {0, 1, 2}
+    inside = 0
+    for item, ann in zip(labels['data_list'], coco['annotations']):
+        assert ann['category_id'] - 1 == item['gt_label']
+        x, y, w, h = ann['bbox']
+        if min(x, y) < 1 or x + w > 95 - 1 or y + h > 63 - 1:
+            continue  # clipped at the border (corners reach past radius)
+        inside += 1
+        assert ann['area'] == pytest.approx(area[item['gt_label']], rel=0.01)
+    assert inside >= 6
+
+
+def test_demo_writes_a_stale_classification_set_again(tmp_path, capsys):
+    """A set from an older version (colour labels, no recorded options) is
+    not pre-trained on silently: the demo writes it again; a current one is
+    kept."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import demo
+    root = str(tmp_path / 'toy_cls')
+    label_file = tmp_path / 'toy_cls' / 'annotations' / 'labels_val.json'
+    make_toy_cls(root, num_train=2, num_val=1, label='colour')
+    old = json.loads(label_file.read_text())
+    del old['metainfo']['label']  # as an older version wrote it
+    label_file.write_text(json.dumps(old))
+    demo.ensure_data(root, 2, 1, classification=True)
+    assert 'writing it again' in capsys.readouterr().out
+    labels = json.loads(label_file.read_text())
+    assert labels['metainfo']['label'] == 'shape'
+    assert labels['metainfo']['classes'] == ['circle', 'square', 'triangle']
+    written = label_file.stat().st_mtime_ns
+    demo.ensure_data(root, 2, 1, classification=True)
+    assert 'found in' in capsys.readouterr().out
+    assert label_file.stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize('option, value, match', [
+    ('label', 'size', "label must be one of \\['colour', 'shape'\\]"),
+    ('radius_range', (0.2, 0.1), 'radius_range must satisfy'),
+    ('radius_range', (0.1, 0.6), 'radius_range must satisfy'),
+    ('max_objects', 0, 'max_objects must be >= 1'),
+])
+def test_toy_cls_rejects_bad_options(option, value, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        make_toy_cls(str(tmp_path), num_train=1, num_val=1, **{option: value})
+    assert not (tmp_path / 'train').exists()
 
 
 def test_toy_configs_share_the_backbone():
@@ -203,3 +284,21 @@ def test_make_toy_coco_cli_takes_the_writers_defaults(cls, size, tmp_path):
          '32', '48'] + (['--cls'] if cls else []))
     assert cv2.imread(str(tmp_path / 'small' / 'train' /
                           'train_00000.png')).shape[:2] == (32, 48)
+    if cls:
+        labels = json.loads(
+            (tmp_path / 'annotations' / 'labels_val.json').read_text())
+        assert labels['metainfo']['label'] == 'shape'
+
+
+def test_make_toy_coco_cli_label(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import make_toy_coco
+    make_toy_coco.main(
+        [str(tmp_path), '--cls', '--train', '1', '--val', '1', '--label',
+         'colour'])
+    labels = json.loads(
+        (tmp_path / 'annotations' / 'labels_val.json').read_text())
+    assert labels['metainfo']['classes'] == ['red', 'green', 'blue']
+    with pytest.raises(SystemExit):
+        make_toy_coco.main([str(tmp_path / 'det'), '--label', 'colour'])
+    assert '--label needs --cls' in capsys.readouterr().err
