@@ -61,37 +61,17 @@ def cls_data_options(data_root):
 
 def ensure_data(data_root, num_train, num_val, classification=False):
     """Write a toy set (``make_toy_cls`` if ``classification``) unless its
-    last file is there already, written with today's options (a
-    classification set records them in its label files: one written by an
-    older version, or with other options, is written again)."""
+    last file is there already."""
     from mmceformer.datasets import make_toy_cls, make_toy_coco
     last = 'labels_val.json' if classification else 'instances_val.json'
     kind = 'classification' if classification else 'COCO'
-    path = osp.join(data_root, 'annotations', last)
-    if osp.exists(path):
-        stale = classification and not written_with_defaults(path)
-        if not stale:
-            print(f'[demo] toy {kind} set found in {data_root}')
-            return
-        print(f'[demo] the toy {kind} set in {data_root} was written with '
-              'other options than make_toy_cls\'s defaults; writing it again')
+    if osp.exists(osp.join(data_root, 'annotations', last)):
+        print(f'[demo] toy {kind} set found in {data_root}')
+        return
     print(f'[demo] writing the toy {kind} set to {data_root} '
           f'({num_train} train / {num_val} val images)')
     make = make_toy_cls if classification else make_toy_coco
     make(data_root, num_train, num_val)
-
-
-def written_with_defaults(label_file):
-    """Whether a classification label file records ``make_toy_cls``'s
-    default label, radius_range and max_objects."""
-    import inspect
-    from mmceformer.datasets import make_toy_cls
-    with open(label_file) as f:
-        metainfo = json.load(f)['metainfo']
-    defaults = inspect.signature(make_toy_cls).parameters
-    return all(
-        json.loads(json.dumps(defaults[name].default)) == metainfo.get(name)
-        for name in ('label', 'radius_range', 'max_objects'))
 
 
 def train(config, work_dir, options):

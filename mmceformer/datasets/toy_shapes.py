@@ -5,13 +5,13 @@ textured backgrounds: the built-in default data of ``make demo``.
   (PNG images) and ``annotations/instances_{train,val}.json``, which
   pycocotools and mmdet's ``CocoDataset`` read as they read COCO.
 - ``make_toy_cls`` (classification, mmpretrain: the stand-in for ImageNet
-  pre-training): the same generator at 128 x 128 with another seed, the
-  objects at the detection set's pixel sizes; all objects of an image are
-  of one shape (circle, square or triangle; or, with ``label='colour'``, of
-  one colour family), which is its label, in
-  ``annotations/labels_{train,val}.json`` (the OpenMMLab 2.0 format of
-  mmpretrain's ``BaseDataset``). The label is about the objects only (the
-  background is random), so a classifier must find them, as on ImageNet.
+  pre-training): the same generator at 128 x 128 with another seed; all
+  objects of an image are of one colour family (red, green or blue), which
+  is its label (or, with ``label='shape'`` / ``'colour_shape'``, of one
+  shape / both), in ``annotations/labels_{train,val}.json`` (the OpenMMLab
+  2.0 format of mmpretrain's ``BaseDataset``). The label is about the
+  objects only (the background's palette is random), so a classifier must
+  find them, as on ImageNet.
 
     python tools/make_toy_coco.py data/toy_coco --train 200 --val 50
     python tools/make_toy_coco.py data/toy_cls --cls --train 2000 --val 200
@@ -31,7 +31,13 @@ CLASSES = ('circle', 'square', 'triangle')
 COLOUR_FAMILIES = ('red', 'green', 'blue')
 _BGR_CHANNEL = {'red': 2, 'green': 1, 'blue': 0}
 # make_toy_cls's label kinds -> their class names.
-LABELS = {'colour': COLOUR_FAMILIES, 'shape': CLASSES}
+LABELS = {
+    'colour': COLOUR_FAMILIES,
+    'shape': CLASSES,
+    # class index = colour family * len(CLASSES) + shape
+    'colour_shape': tuple(f'{colour} {shape}' for colour in COLOUR_FAMILIES
+                          for shape in CLASSES),
+}
 
 
 def _background(rng: np.random.Generator, height: int, width: int):
@@ -123,18 +129,22 @@ def make_image(rng: np.random.Generator,
 
 def _coco_split(rng, num_images, height, width, image_dir, prefix,
                 label=None, **image_options):
-    """Write the images; return their COCO dict and, with ``label``
-    ('colour' or 'shape'), each image's label (its objects share one colour
-    family, or one shape), else None."""
+    """Write the images; return their COCO dict and, with ``label`` (a key
+    of LABELS), each image's label (its objects share one colour family,
+    one shape, or both), else None."""
     images, annotations, labels = [], [], []
     for index in range(num_images):
         family = category = None
-        if label == 'colour':
+        if label in ('colour', 'colour_shape'):
             family = int(rng.integers(len(COLOUR_FAMILIES)))
+        if label in ('shape', 'colour_shape'):
+            category = int(rng.integers(len(CLASSES)))
+        if label == 'colour':
             labels.append(family)
         elif label == 'shape':
-            category = int(rng.integers(len(CLASSES)))
             labels.append(category)
+        elif label == 'colour_shape':
+            labels.append(family * len(CLASSES) + category)
         image, objects = make_image(
             rng,
             height,
@@ -194,26 +204,27 @@ def make_toy_cls(out_dir: str,
                  num_val: int = 200,
                  image_size: Tuple[int, int] = (128, 128),
                  seed: int = 1,
-                 label: str = 'shape',
-                 radius_range: Tuple[float, float] = (0.16, 0.4),
-                 max_objects: int = 3) -> dict:
+                 label: str = 'colour',
+                 radius_range: Tuple[float, float] = (0.08, 0.2),
+                 max_objects: int = 5) -> dict:
     """Write the toy classification set to ``out_dir``: the objects of an
-    image share one shape (``label='shape'``, classes ``CLASSES``) or one
-    colour family (``'colour'``, classes ``COLOUR_FAMILIES``), which is its
+    image share one shape (``label='shape'``, classes ``CLASSES``), one
+    colour family (``'colour'``, classes ``COLOUR_FAMILIES``) or both
+    (``'colour_shape'``, 9 classes such as ``'red circle'``), which is its
     label (``annotations/labels_{train,val}.json``). The COCO instance files
     of the same images are written too, for measuring where tokens are
     kept.
 
-    The defaults draw the detection set's objects at its pixel sizes
-    (radius 0.08-0.2 of 256 px is 0.16-0.4 of 128 px), so pre-training
-    sees the shapes at the scale fine-tuning does, in a quarter of the
-    pixels; hence at most 3 objects.
+    The defaults are the demo's pre-training set. ``label='shape',
+    radius_range=(0.16, 0.4), max_objects=3`` draws the detection set's
+    objects at its pixel sizes (radius 0.08-0.2 of 256 px is 0.16-0.4 of
+    128 px): the shape-label variant measured in the README.
 
     Args:
         out_dir, num_train, num_val, image_size, seed: as
             :func:`make_toy_coco`; the default seed differs from its, so no
             detection image is a pre-training image.
-        label (str): ``'shape'`` or ``'colour'``.
+        label (str): ``'shape'``, ``'colour'`` or ``'colour_shape'``.
         radius_range (tuple[float, float]): objects' radii, as fractions of
             the image's shorter side, 0 < low <= high <= 0.5.
         max_objects (int): objects per image, 1 to this.

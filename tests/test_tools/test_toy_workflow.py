@@ -66,14 +66,15 @@ def test_toy_cls_label_is_the_colour_family_of_the_objects(tmp_path):
 
 def test_toy_cls_label_is_the_shape_of_the_objects_at_the_asked_size(
         tmp_path):
-    """The default label: every object of an image is of the labelled
-    shape, of a radius drawn from radius_range (one radius here, so each
-    shape's area is known)."""
+    """label='shape': every object of an image is of the labelled shape,
+    of a radius drawn from radius_range (one radius here, so each shape's
+    area is known)."""
     paths = make_toy_cls(
         str(tmp_path),
         num_train=12,
         num_val=2,
         image_size=(64, 96),
+        label='shape',
         radius_range=(0.25, 0.25),
         max_objects=1)
     labels = json.loads(Path(paths['train']).read_text())
@@ -105,31 +106,35 @@ def test_toy_cls_label_is_the_shape_of_the_objects_at_the_asked_size(
     assert inside >= 6
 
 
-def test_demo_writes_a_stale_classification_set_again(tmp_path, capsys):
-    """A set from an older version (colour labels, no recorded options) is
-    not pre-trained on silently: the demo writes it again; a current one is
-    kept."""
-    sys.path.insert(0, str(ROOT / 'tools'))
-    import demo
-    root = str(tmp_path / 'toy_cls')
-    label_file = tmp_path / 'toy_cls' / 'annotations' / 'labels_val.json'
-    make_toy_cls(root, num_train=2, num_val=1, label='colour')
-    old = json.loads(label_file.read_text())
-    del old['metainfo']['label']  # as an older version wrote it
-    label_file.write_text(json.dumps(old))
-    demo.ensure_data(root, 2, 1, classification=True)
-    assert 'writing it again' in capsys.readouterr().out
-    labels = json.loads(label_file.read_text())
-    assert labels['metainfo']['label'] == 'shape'
-    assert labels['metainfo']['classes'] == ['circle', 'square', 'triangle']
-    written = label_file.stat().st_mtime_ns
-    demo.ensure_data(root, 2, 1, classification=True)
-    assert 'found in' in capsys.readouterr().out
-    assert label_file.stat().st_mtime_ns == written
+def test_toy_cls_colour_shape_label_names_both(tmp_path):
+    paths = make_toy_cls(
+        str(tmp_path), num_train=9, num_val=1, label='colour_shape')
+    labels = json.loads(Path(paths['train']).read_text())
+    assert labels['metainfo']['classes'][:4] == [
+        'red circle', 'red square', 'red triangle', 'green circle'
+    ]
+    assert len(labels['metainfo']['classes']) == 9
+    coco = json.loads(
+        (tmp_path / 'annotations' / 'instances_train.json').read_text())
+    channel = {0: 2, 1: 1, 2: 0}  # red, green, blue -> BGR channel
+    for item, image in zip(labels['data_list'], coco['images']):
+        family, shape = divmod(item['gt_label'], 3)
+        pixels = cv2.imread(str(tmp_path / 'train' / image['file_name']))
+        for ann in coco['annotations']:
+            if ann['image_id'] != image['id']:
+                continue
+            assert ann['category_id'] - 1 == shape
+            mask = np.zeros(pixels.shape[:2], np.uint8)
+            polygon = np.array(ann['segmentation'][0]).reshape(-1, 2)
+            cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+            mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
+            if mask.sum() >= 5:  # not mostly covered by another object
+                colour = np.median(pixels[mask.astype(bool)], axis=0)
+                assert colour.argmax() == channel[family]
 
 
 @pytest.mark.parametrize('option, value, match', [
-    ('label', 'size', "label must be one of \\['colour', 'shape'\\]"),
+    ('label', 'size', "label must be one of \\['colour', 'colour_shape', 'shape'\\]"),
     ('radius_range', (0.2, 0.1), 'radius_range must satisfy'),
     ('radius_range', (0.1, 0.6), 'radius_range must satisfy'),
     ('max_objects', 0, 'max_objects must be >= 1'),
@@ -287,18 +292,28 @@ def test_make_toy_coco_cli_takes_the_writers_defaults(cls, size, tmp_path):
     if cls:
         labels = json.loads(
             (tmp_path / 'annotations' / 'labels_val.json').read_text())
-        assert labels['metainfo']['label'] == 'shape'
+        assert labels['metainfo'] == dict(
+            classes=['red', 'green', 'blue'],
+            label='colour',
+            radius_range=[0.08, 0.2],
+            max_objects=5)
 
 
-def test_make_toy_coco_cli_label(tmp_path, capsys):
+def test_make_toy_coco_cli_label_and_objects(tmp_path, capsys):
     sys.path.insert(0, str(ROOT / 'tools'))
     import make_toy_coco
-    make_toy_coco.main(
-        [str(tmp_path), '--cls', '--train', '1', '--val', '1', '--label',
-         'colour'])
+    make_toy_coco.main([
+        str(tmp_path), '--cls', '--train', '1', '--val', '1', '--label',
+        'shape', '--radius-range', '0.16', '0.4', '--max-objects', '3'
+    ])
     labels = json.loads(
         (tmp_path / 'annotations' / 'labels_val.json').read_text())
-    assert labels['metainfo']['classes'] == ['red', 'green', 'blue']
-    with pytest.raises(SystemExit):
-        make_toy_coco.main([str(tmp_path / 'det'), '--label', 'colour'])
-    assert '--label needs --cls' in capsys.readouterr().err
+    assert labels['metainfo'] == dict(
+        classes=['circle', 'square', 'triangle'],
+        label='shape',
+        radius_range=[0.16, 0.4],
+        max_objects=3)
+    for option in (['--label', 'shape'], ['--max-objects', '3']):
+        with pytest.raises(SystemExit):
+            make_toy_coco.main([str(tmp_path / 'det'), *option])
+        assert f'{option[0]} needs --cls' in capsys.readouterr().err
