@@ -3,12 +3,17 @@ toy data, on a laptop CPU: mmpretrain pre-training -> Mask R-CNN fine-tuning
 in mmdet -> COCO mAP -> where E-Attention keeps tokens.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--from-scratch]
-        [--data-root data/toy_coco] [--cls-data-root data/toy_cls]
+        [--data-root data/toy_coco] [--cls-config CONFIG]
+        [--cls-data-root DIR]
 
 1. writes the toy sets (tools/make_toy_coco.py; the classification set with
-   --cls) if they are absent;
+   --cls and the options of the stage 1 config's ``toy_set``, into its
+   data_root) if they are absent, or the classification set again if it
+   was written with other options;
 2. pre-trains the backbone: tools/train.py configs/toy/cls_ceformer_toy.py
-   (WORK_DIR/pretrain), the stand-in for ImageNet pre-training;
+   (shape labels; --cls-config configs/toy/cls_ceformer_toy_colour.py for
+   colour labels) in WORK_DIR/pretrain, the stand-in for ImageNet
+   pre-training;
 3. fine-tunes configs/toy/mask_rcnn_ceformer_toy.py from that checkpoint
    through the backbone's init_cfg (Pretrained, prefix='backbone.'), as the
    COCO configs do (WORK_DIR/detect); with --from-scratch stage 2 starts from
@@ -17,7 +22,8 @@ in mmdet -> COCO mAP -> where E-Attention keeps tokens.
    written to WORK_DIR/metrics.json);
 5. measures the adaptivity of token sampling on the val set
    (tools/analysis/token_adaptivity.py: keep rate of tokens on objects /
-   keep rate of background tokens, per pruning block; WORK_DIR/adaptivity.json);
+   keep rate of background tokens, per pruning block, and the most that
+   as many kept tokens could give; WORK_DIR/adaptivity.json);
 6. draws predictions on validation images (WORK_DIR/vis/pred_*.png) and the
    tokens kept at each pruning block on one image (WORK_DIR/vis/tokens.png,
    tools/analysis/visualize_tokens.py).
@@ -59,19 +65,35 @@ def cls_data_options(data_root):
     ]
 
 
-def ensure_data(data_root, num_train, num_val, classification=False):
-    """Write a toy set (``make_toy_cls`` if ``classification``) unless its
-    last file is there already."""
+def ensure_data(data_root, num_train, num_val, toy_set=None):
+    """Write a toy set unless it is there already: the COCO instance set,
+    or with ``toy_set`` (``make_toy_cls``'s options) the classification
+    set, which is written again if its label files record other options."""
     from mmceformer.datasets import make_toy_cls, make_toy_coco
+    classification = toy_set is not None
     last = 'labels_val.json' if classification else 'instances_val.json'
     kind = 'classification' if classification else 'COCO'
-    if osp.exists(osp.join(data_root, 'annotations', last)):
-        print(f'[demo] toy {kind} set found in {data_root}')
-        return
+    path = osp.join(data_root, 'annotations', last)
+    if osp.exists(path):
+        if not classification:
+            print(f'[demo] toy {kind} set found in {data_root}')
+            return
+        # JSON has no tuples: compare as the label file stores them.
+        wanted = json.loads(json.dumps(dict(toy_set)))
+        with open(path) as f:
+            metainfo = json.load(f)['metainfo']
+        recorded = {key: metainfo.get(key) for key in wanted}
+        if recorded == wanted:
+            print(f'[demo] toy {kind} set found in {data_root}')
+            return
+        print(f'[demo] the toy {kind} set in {data_root} was written with '
+              f'{recorded}, not {wanted}: writing it again')
     print(f'[demo] writing the toy {kind} set to {data_root} '
           f'({num_train} train / {num_val} val images)')
-    make = make_toy_cls if classification else make_toy_coco
-    make(data_root, num_train, num_val)
+    if classification:
+        make_toy_cls(data_root, num_train, num_val, **toy_set)
+    else:
+        make_toy_coco(data_root, num_train, num_val)
 
 
 def train(config, work_dir, options):
@@ -186,7 +208,11 @@ def main(argv=None):
     parser.add_argument(
         '--data-root', default=osp.join(ROOT, 'data', 'toy_coco'))
     parser.add_argument(
-        '--cls-data-root', default=osp.join(ROOT, 'data', 'toy_cls'))
+        '--cls-config',
+        default=CLS_CONFIG,
+        help='stage 1 config; its toy_set names the set it trains on')
+    parser.add_argument(
+        '--cls-data-root', help="default: the stage 1 config's data_root")
     parser.add_argument('--train-images', type=int, default=200)
     parser.add_argument('--val-images', type=int, default=50)
     parser.add_argument('--cls-train-images', type=int, default=2000)
@@ -212,14 +238,20 @@ def main(argv=None):
     if args.from_scratch:
         options.append('model.backbone.init_cfg=None')
     else:
-        ensure_data(
-            args.cls_data_root,
-            args.cls_train_images,
-            args.cls_val_images,
-            classification=True)
+        from mmengine.config import Config
+        cls_cfg = Config.fromfile(args.cls_config)
+        if 'toy_set' not in cls_cfg:
+            raise ValueError(
+                f'--cls-config {args.cls_config} has no toy_set (the '
+                'make_toy_cls options of its set, as in '
+                'configs/toy/cls_ceformer_toy.py)')
+        cls_data_root = args.cls_data_root or osp.join(
+            ROOT, cls_cfg.data_root)
+        ensure_data(cls_data_root, args.cls_train_images,
+                    args.cls_val_images, cls_cfg.toy_set)
         pretrained = train(
-            CLS_CONFIG, osp.join(args.work_dir, 'pretrain'),
-            cls_data_options(args.cls_data_root) + args.cls_cfg_options)
+            args.cls_config, osp.join(args.work_dir, 'pretrain'),
+            cls_data_options(cls_data_root) + args.cls_cfg_options)
         print(f'[demo] stage 2 starts from {pretrained}')
         options.append(f'model.backbone.init_cfg.checkpoint={pretrained}')
     options += args.cfg_options
@@ -233,7 +265,8 @@ def main(argv=None):
         print(f'[demo] {key}: {metrics.get(key)}')
     for row in adaptivity:
         print(f"[demo] block {row['block']}: tokens on objects kept "
-              f"{row['ratio']:.2f}x as often as background tokens")
+              f"{row['ratio']:.2f}x as often as background tokens (at most "
+              f"{row['ceiling']:.2f}x with as many kept)")
     print('[demo] pictures: ' + ', '.join(pictures))
     return metrics, pictures, adaptivity
 

@@ -18,7 +18,7 @@ metainfo = dict(
 image_size = 256
 embed_dims = 96
 fpn_channels = 64
-pretrained = 'work_dirs/cls_ceformer_toy/epoch_4.pth'
+pretrained = 'work_dirs/cls_ceformer_toy/epoch_8.pth'
 
 model = dict(
     backbone=dict(

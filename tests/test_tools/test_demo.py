@@ -56,6 +56,7 @@ def test_demo_runs_both_stages(tmp_path):
     for row in adaptivity:
         assert row['object_cells'] + row['background_cells'] == 2 * 16 * 16
         assert 0 < row['object_kept'] + row['background_kept'] < 2 * 16 * 16
+        assert row['ratio'] <= row['ceiling']
     assert json.loads((work_dir / 'adaptivity.json').read_text()) == \
         json.loads(json.dumps(adaptivity))
 

@@ -145,6 +145,65 @@ def test_toy_cls_rejects_bad_options(option, value, match, tmp_path):
     assert not (tmp_path / 'train').exists()
 
 
+@pytest.mark.parametrize(
+    'config', sorted((ROOT / 'configs' / 'toy').glob('cls_*.py')),
+    ids=lambda path: path.name)
+def test_toy_cls_config_names_the_set_it_trains_on(config, tmp_path):
+    """Its toy_set writes a set whose classes are the config's, and every
+    loader reads the data_root the demo writes that set to."""
+    cfg = Config.fromfile(str(config))
+    paths = make_toy_cls(str(tmp_path), num_train=2, num_val=1, **cfg.toy_set)
+    labels = json.loads(Path(paths['val']).read_text())
+    assert labels['metainfo']['classes'] == list(cfg.classes)
+    assert cfg.model.head.num_classes == len(cfg.classes)
+    assert cfg.data_preprocessor.num_classes == len(cfg.classes)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.data_root == cfg.data_root
+    assert cfg.param_scheduler[-1].end == cfg.train_cfg.max_epochs
+
+
+def test_demo_writes_a_set_with_other_options_again(tmp_path, capsys):
+    """A classification set written with other options than the stage 1
+    config's toy_set (another label, or by an older version that recorded
+    none) is not pre-trained on silently: the demo writes it again; one
+    written with them is kept."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import demo
+    toy_set = Config.fromfile(str(CLS_CONFIG)).toy_set
+    root = str(tmp_path / 'toy_cls')
+    label_file = tmp_path / 'toy_cls' / 'annotations' / 'labels_val.json'
+    make_toy_cls(root, num_train=2, num_val=1, label='colour')
+    demo.ensure_data(root, 2, 1, toy_set)
+    assert 'writing it again' in capsys.readouterr().out
+    labels = json.loads(label_file.read_text())
+    assert labels['metainfo']['label'] == toy_set.label == 'shape'
+    assert labels['metainfo']['max_objects'] == toy_set.max_objects
+    written = label_file.stat().st_mtime_ns
+    demo.ensure_data(root, 2, 1, toy_set)
+    assert 'found in' in capsys.readouterr().out
+    assert label_file.stat().st_mtime_ns == written
+    del labels['metainfo']['radius_range']  # as an older version wrote it
+    label_file.write_text(json.dumps(labels))
+    demo.ensure_data(root, 2, 1, toy_set)
+    assert 'writing it again' in capsys.readouterr().out
+
+
+def test_demo_needs_a_stage_1_config_naming_its_set(tmp_path):
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import demo
+    config = tmp_path / 'cls_no_set.py'
+    config.write_text("data_root = 'data/x/'\n")
+    with pytest.raises(ValueError, match='has no toy_set'):
+        demo.main([
+            '--work-dir',
+            str(tmp_path / 'work'), '--data-root',
+            str(tmp_path / 'toy'), '--train-images', '1', '--val-images',
+            '1', '--cls-config',
+            str(config)
+        ])
+    assert not (tmp_path / 'work').exists()
+
+
 def test_toy_configs_share_the_backbone():
     """Stage 1 pre-trains exactly the backbone stage 2 fine-tunes."""
     cls_backbone = Config.fromfile(str(CLS_CONFIG)).model.backbone.to_dict()
@@ -243,6 +302,29 @@ def test_keep_rates_and_ratio():
     assert np.isnan(ratio(keep_rates(kept, np.zeros((4, 4), bool))))
     with pytest.raises(ValueError, match='differ in shape'):
         keep_rates(kept, on_object[:3])
+
+
+def test_ceiling_is_the_ratio_of_an_object_first_choice():
+    from token_adaptivity import ceiling, keep_rates, ratio
+    rng = np.random.default_rng(0)
+    on_object = np.zeros((8, 8), bool)
+    on_object[2:5, 1:6] = True  # 15 object cells, 49 background cells
+    order = np.argsort(~on_object.ravel(), kind='stable')  # objects first
+    for count in (20, 40, 63):
+        best = np.zeros(64, bool)
+        best[order[:count]] = True
+        best_counts = keep_rates(best.reshape(8, 8), on_object)
+        assert ceiling(best_counts) == pytest.approx(49 / (count - 15))
+        assert ratio(best_counts) == pytest.approx(ceiling(best_counts))
+        # Any other choice of as many tokens: same ceiling, lower ratio.
+        other = np.zeros(64, bool)
+        other[rng.permutation(64)[:count]] = True
+        counts = keep_rates(other.reshape(8, 8), on_object)
+        assert ceiling(counts) == ceiling(best_counts)
+        assert ratio(counts) <= ceiling(counts)
+    few = keep_rates(on_object & (np.arange(8) < 3), on_object)
+    assert ceiling(few) == float('inf')  # 6 kept fit on the objects
+    assert np.isnan(ceiling(keep_rates(on_object, np.zeros((8, 8), bool))))
 
 
 def test_kept_cells_of_later_blocks_are_original_positions(tmp_path):

@@ -9,7 +9,9 @@ For each pruning block: the keep rate of the tokens whose 16 x 16 cell
 overlaps an object (any pixel of an instance mask), the keep rate of the
 other tokens, and their ratio, counted over all images. 1.0 means the
 sampling does not prefer objects; the thesis's premise is that the CLS
-token's attention makes it > 1. Works for detection and classification
+token's attention makes it > 1. Its ceiling is the ratio had the same
+number of kept tokens gone to the object cells first: a block that keeps
+most tokens cannot score high, however well it chooses. Works for detection and classification
 configs (the image goes through the config's test pipeline, as in
 tools/analysis/visualize_tokens.py). Sampling is parameter-free, so
 ``--cfg-options model.backbone.score=cls_v`` measures another score on the
@@ -98,6 +100,21 @@ def ratio(counts: Dict[str, int]) -> float:
     return object_rate / background_rate
 
 
+def ceiling(counts: Dict[str, int]) -> float:
+    """The largest :func:`ratio` the same number of kept tokens could give:
+    all object cells kept first, the rest on the background (inf if they
+    fit on the objects; nan if a side is empty). The ratio depends on how
+    many tokens a block keeps (when most are kept even a perfect choice is
+    near 1), so read it against this."""
+    kept = counts['object_kept'] + counts['background_kept']
+    if not counts['object_cells'] or not counts['background_cells']:
+        return float('nan')
+    surplus = kept - counts['object_cells']  # kept tokens past the objects
+    if surplus <= 0:
+        return float('inf')
+    return counts['background_cells'] / surplus
+
+
 def measure(config: str,
             checkpoint: str,
             ann_file: str,
@@ -107,7 +124,7 @@ def measure(config: str,
             device: str = 'cpu') -> List[dict]:
     """Per pruning block (in depth order), summed over the images:
     ``block`` (E-Attention layer index), the four counts of
-    :func:`keep_rates` and ``ratio``."""
+    :func:`keep_rates`, ``ratio`` and its ``ceiling``."""
     images, polygons = read_objects(ann_file)
     built = visualize_tokens.build(config, checkpoint, device, cfg_options)
     totals: Dict[int, Dict[str, int]] = {}
@@ -122,15 +139,19 @@ def measure(config: str,
             for key, value in counts.items():
                 total[key] += value
     return [
-        dict(block=block, **counts, ratio=ratio(counts))
+        dict(
+            block=block,
+            **counts,
+            ratio=ratio(counts),
+            ceiling=ceiling(counts))
         for block, counts in sorted(totals.items())
     ]
 
 
 def format_table(rows: List[dict]) -> str:
     lines = [
-        '| block | object kept | background kept | object / background |',
-        '|---|---|---|---|'
+        '| block | object kept | background kept | object / background '
+        '| ceiling at this count kept |', '|---|---|---|---|---|'
     ]
     for row in rows:
         lines.append(
@@ -138,7 +159,8 @@ def format_table(rows: List[dict]) -> str:
             f"{row['object_kept'] / max(row['object_cells'], 1):.1%} "
             f"of {row['object_cells']} | "
             f"{row['background_kept'] / max(row['background_cells'], 1):.1%}"
-            f" of {row['background_cells']} | {row['ratio']:.2f} |")
+            f" of {row['background_cells']} | {row['ratio']:.2f} | "
+            f"{row['ceiling']:.2f} |")
     return '\n'.join(lines)
 
 
