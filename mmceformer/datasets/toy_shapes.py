@@ -11,10 +11,12 @@ textured backgrounds: the built-in default data of ``make demo``.
   shape / both), in ``annotations/labels_{train,val}.json`` (the OpenMMLab
   2.0 format of mmpretrain's ``BaseDataset``). The label is about the
   objects only (the background's palette is random), so a classifier must
-  find them, as on ImageNet.
+  find them, as on ImageNet. The demo's set is the shape of one object
+  (the ``toy_set`` of configs/toy/cls_ceformer_toy.py).
 
     python tools/make_toy_coco.py data/toy_coco --train 200 --val 50
-    python tools/make_toy_coco.py data/toy_cls --cls --train 2000 --val 200
+    python tools/make_toy_coco.py data/toy_cls_shape --cls --label shape \
+        --radius-range 0.16 0.4 --max-objects 1
 
 The same seed gives the same files.
 """
@@ -215,10 +217,11 @@ def make_toy_cls(out_dir: str,
     of the same images are written too, for measuring where tokens are
     kept.
 
-    The defaults are the demo's pre-training set. ``label='shape',
-    radius_range=(0.16, 0.4), max_objects=3`` draws the detection set's
-    objects at its pixel sizes (radius 0.08-0.2 of 256 px is 0.16-0.4 of
-    128 px): the shape-label variant measured in the README.
+    The defaults are the colour set (configs/toy/cls_ceformer_toy_colour.py).
+    ``label='shape', radius_range=(0.16, 0.4), max_objects=1``, the demo's
+    set (configs/toy/cls_ceformer_toy.py), draws one object at the
+    detection set's pixel sizes (radius 0.08-0.2 of 256 px is 0.16-0.4 of
+    128 px).
 
     Args:
         out_dir, num_train, num_val, image_size, seed: as
