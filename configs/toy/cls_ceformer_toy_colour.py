@@ -1,7 +1,7 @@
 # The colour-label variant of the demo's stage 1 (the demo's default until
-# 2026-11-27; README, "The demo"): configs/toy/cls_ceformer_toy.py on a set
-# whose label is the colour family (red, green, blue) that all objects of an
-# image share, 1-5 smaller objects of random shapes:
+# 2026-11-27; README, "Which pre-training"): configs/toy/cls_ceformer_toy.py
+# on a set whose label is the colour family (red, green, blue) that all
+# objects of an image share, 1-5 smaller objects of random shapes:
 #   python tools/make_toy_coco.py data/toy_cls --cls
 #   python tools/demo.py --cls-config configs/toy/cls_ceformer_toy_colour.py
 # It teaches the CLS token to find the objects (the kept tokens follow them

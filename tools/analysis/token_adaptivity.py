@@ -11,11 +11,11 @@ other tokens, and their ratio, counted over all images. 1.0 means the
 sampling does not prefer objects; the thesis's premise is that the CLS
 token's attention makes it > 1. Its ceiling is the ratio had the same
 number of kept tokens gone to the object cells first: a block that keeps
-most tokens cannot score high, however well it chooses. Works for detection and classification
-configs (the image goes through the config's test pipeline, as in
-tools/analysis/visualize_tokens.py). Sampling is parameter-free, so
-``--cfg-options model.backbone.score=cls_v`` measures another score on the
-same checkpoint.
+most tokens cannot score high, however well it chooses. Works for
+detection and classification configs (the image goes through the config's
+test pipeline, as in tools/analysis/visualize_tokens.py). Sampling is
+parameter-free, so ``--cfg-options model.backbone.score=cls_v`` measures
+another score on the same checkpoint.
 """
 import argparse
 import json
