@@ -75,15 +75,13 @@ def ensure_data(data_root, num_train, num_val, toy_set=None):
     kind = 'classification' if classification else 'COCO'
     path = osp.join(data_root, 'annotations', last)
     if osp.exists(path):
-        if not classification:
-            print(f'[demo] toy {kind} set found in {data_root}')
-            return
-        # JSON has no tuples: compare as the label file stores them.
-        wanted = json.loads(json.dumps(dict(toy_set)))
-        with open(path) as f:
-            metainfo = json.load(f)['metainfo']
-        recorded = {key: metainfo.get(key) for key in wanted}
-        if recorded == wanted:
+        if classification:
+            # JSON has no tuples: compare as the label file stores them.
+            wanted = json.loads(json.dumps(dict(toy_set)))
+            with open(path) as f:
+                metainfo = json.load(f)['metainfo']
+            recorded = {key: metainfo.get(key) for key in wanted}
+        if not classification or recorded == wanted:
             print(f'[demo] toy {kind} set found in {data_root}')
             return
         print(f'[demo] the toy {kind} set in {data_root} was written with '
