@@ -130,10 +130,12 @@ def format_result(result: Dict) -> str:
 def interleaved_latency(fns: Sequence,
                         warmup: int = 1,
                         repeats: int = 3,
-                        device='cpu') -> List[float]:
-    """Median seconds of each ``fn()``, without gradients. The calls are
-    interleaved run by run (after ``warmup`` rounds), so that the compared
-    models share the machine's state; CUDA is synchronised around each."""
+                        device='cpu',
+                        grad: bool = False) -> List[float]:
+    """Median seconds of each ``fn()``, without gradients unless ``grad``
+    (training steps). The calls are interleaved run by run (after ``warmup``
+    rounds), so that the compared models share the machine's state; CUDA is
+    synchronised around each."""
     device = torch.device(device)
 
     def timed(fn):
@@ -146,7 +148,7 @@ def interleaved_latency(fns: Sequence,
         return time.perf_counter() - start
 
     samples = [[] for _ in fns]
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         for _ in range(warmup):
             for fn in fns:
                 fn()

@@ -134,3 +134,31 @@ def test_gpu_check_smoke_run_on_cpu(capsys):
     assert '[FAIL]' not in printed and 'all checks passed' in printed
     # every backbone variant took its AMP training step
     assert printed.count('ESwinTransformer eattn attn_scope=stage') == 1
+
+
+@pytest.mark.mmcv_ops  # trains Mask R-CNN
+def test_benchmark_train_step_trains_both_models(tmp_path, capsys):
+    import benchmark_train_step
+    from mmceformer.datasets import make_toy_coco
+    make_toy_coco(str(tmp_path), num_train=2, num_val=1, seed=3)
+    cfg = Config.fromfile(
+        str(ROOT / 'configs' / 'toy' / 'mask_rcnn_ceformer_toy.py'))
+    for part in ('train_dataloader', 'val_dataloader'):
+        cfg[part].update(batch_size=2)
+        cfg[part].dataset.data_root = str(tmp_path) + '/'
+    sampling = 'model.roi_head.bbox_roi_extractor.roi_layer.sampling_ratio'
+    results, steps = benchmark_train_step.benchmark_train_step(
+        cfg, {sampling: 3}, warmup=0, steps=2)
+    assert set(results) == {'config', 'variant'}
+    assert all(s > 0 for s in results.values())
+    layers = [s.model.roi_head.bbox_roi_extractor.roi_layers[0]
+              for s in steps]
+    assert [layer.sampling_ratio for layer in layers] == [
+        cfg.model.roi_head.bbox_roi_extractor.roi_layer.sampling_ratio, 3]
+    # the steps train: one more step moves the weights
+    weight = steps[1].model.roi_head.bbox_head.fc_cls.weight
+    before = weight.detach().clone()
+    losses = steps[1]()
+    assert 'loss_cls' in losses and not torch.equal(before, weight)
+    with pytest.raises(ValueError, match='--steps'):
+        benchmark_train_step.main(['x.py', '--steps', '0'])
