@@ -18,6 +18,7 @@ import itertools
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
 
 import mmceformer  # noqa: F401
 from mmceformer.utils.complexity import build_model, interleaved_latency
@@ -89,6 +90,8 @@ def main(argv=None):
         raise ValueError('--steps must be >= 1 and --warmup >= 0, got '
                          f'{args.steps} and {args.warmup}')
     cfg = Config.fromfile(args.config)
+    # the optimizer's per-parameter options would print hundreds of lines
+    MMLogger.get_current_instance().setLevel('WARNING')
     results, fns = benchmark_train_step(cfg, args.variant, args.checkpoint,
                                         args.warmup, args.steps)
     batch = cfg.train_dataloader.batch_size
