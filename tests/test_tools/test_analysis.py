@@ -137,24 +137,26 @@ def test_gpu_check_smoke_run_on_cpu(capsys):
 
 
 @pytest.mark.mmcv_ops  # trains Mask R-CNN
-def test_benchmark_train_step_trains_both_models(tmp_path, capsys):
+def test_benchmark_train_step_trains_both_models(tmp_path):
     import benchmark_train_step
     from mmceformer.datasets import make_toy_coco
     make_toy_coco(str(tmp_path), num_train=2, num_val=1, seed=3)
     cfg = Config.fromfile(
         str(ROOT / 'configs' / 'toy' / 'mask_rcnn_ceformer_toy.py'))
-    for part in ('train_dataloader', 'val_dataloader'):
-        cfg[part].update(batch_size=2)
-        cfg[part].dataset.data_root = str(tmp_path) + '/'
+    cfg.train_dataloader.batch_size = 2
+    cfg.train_dataloader.dataset.data_root = str(tmp_path) + '/'
+    own = cfg.model.roi_head.bbox_roi_extractor.roi_layer.sampling_ratio
     sampling = 'model.roi_head.bbox_roi_extractor.roi_layer.sampling_ratio'
     results, steps = benchmark_train_step.benchmark_train_step(
-        cfg, {sampling: 3}, warmup=0, steps=2)
+        cfg, {sampling: own + 2}, warmup=0, steps=2)
     assert set(results) == {'config', 'variant'}
     assert all(s > 0 for s in results.values())
+    # the variant's options reach its model only, and leave cfg as it was
     layers = [s.model.roi_head.bbox_roi_extractor.roi_layers[0]
               for s in steps]
-    assert [layer.sampling_ratio for layer in layers] == [
-        cfg.model.roi_head.bbox_roi_extractor.roi_layer.sampling_ratio, 3]
+    assert [layer.sampling_ratio for layer in layers] == [own, own + 2]
+    assert cfg.model.roi_head.bbox_roi_extractor.roi_layer.sampling_ratio \
+        == own
     # the steps train: one more step moves the weights
     weight = steps[1].model.roi_head.bbox_head.fc_cls.weight
     before = weight.detach().clone()

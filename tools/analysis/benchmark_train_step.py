@@ -14,6 +14,7 @@ each and their ratio are printed. ``--variant`` takes options as
 (by self CPU time) of a few more steps of each model.
 """
 import argparse
+import copy
 import itertools
 
 import torch
@@ -62,7 +63,7 @@ def benchmark_train_step(cfg: Config,
     """
     cfgs = {'config': cfg}
     if variant:
-        changed = cfg.copy()
+        changed = copy.deepcopy(cfg)
         changed.merge_from_dict(variant)
         cfgs['variant'] = changed
     fns = [prepare(c, checkpoint, warmup + steps) for c in cfgs.values()]
