@@ -48,8 +48,8 @@ model = dict(
     rpn_head=dict(in_channels=fpn_channels, feat_channels=fpn_channels),
     # RoIAlign takes one bilinear sample per bin, not mmdet's adaptive
     # ceil(RoI side / bins) per side: mmcv's CPU RoIAlign was 41% of a
-    # training step, and one sample cut a step to 0.72 of the time at equal
-    # mAP (README, "The demo's time").
+    # training step, and one sample cut a step to 0.66-0.72 of the time at
+    # equal mAP (README, "The demo's time").
     roi_head=dict(
         bbox_roi_extractor=dict(
             roi_layer=dict(sampling_ratio=1), out_channels=fpn_channels),
