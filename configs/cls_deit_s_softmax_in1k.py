@@ -1,4 +1,4 @@
-# DeiT-S on ImageNet-1k with the project's EViT backbone, softmax attention
+# DeiT-S on ImageNet-1k with the project's EAttentionViT backbone, softmax attention
 # (thesis table 3-5, row "base"). mmpretrain's DeiT recipe: 300 epochs,
 # AdamW lr 5e-4 x batch/512 (4 x 256 -> 1e-3), wd 0.05, cosine, mixup and
 # cutmix, label smoothing; warm-up 5 epochs as DeiT (mmpretrain uses 20).
@@ -11,7 +11,7 @@ attn_mode = 'softmax'
 model = dict(
     backbone=dict(
         _delete_=True,
-        type='EViT',
+        type='EAttentionViT',
         arch='deit-small',
         img_size=224,
         patch_size=16,

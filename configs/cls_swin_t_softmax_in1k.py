@@ -1,4 +1,4 @@
-# Swin-T on ImageNet-1k with the project's ESwinTransformer (thesis tables
+# Swin-T on ImageNet-1k with the project's EAttentionSwin (thesis tables
 # 3-4, 3-5): mmpretrain's Swin recipe (16 x 64, AdamW 1e-3, 300 epochs,
 # 20 warm-up epochs, cosine).
 _base_ = ['mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py']
@@ -8,7 +8,7 @@ data_root = 'data/imagenet/'
 
 model = dict(
     backbone=dict(
-        type='ESwinTransformer',
+        type='EAttentionSwin',
         arch='tiny',
         attn_mode='softmax',
         keep_ratio=0.7,

@@ -12,7 +12,7 @@ model = dict(
     data_preprocessor=dict(pad_size_divisor=32),
     backbone=dict(
         _delete_=True,
-        type='EViT',
+        type='EAttentionViT',
         arch='deit-small',
         attn_mode='softmax',
         keep_ratio=0.7,

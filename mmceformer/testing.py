@@ -4,7 +4,7 @@ from mmceformer.models.layers.e_attention import ATTN_MODES
 #: Backbone options that shrink each registered backbone to a few blocks
 #: of a few channels, for 64x64 inputs; every other option keeps its value.
 TINY_BACKBONES = {
-    'EViT':
+    'EAttentionViT':
     dict(
         arch=dict(
             embed_dims=48, num_layers=4, num_heads=3, feedforward_channels=96),
@@ -13,7 +13,7 @@ TINY_BACKBONES = {
     dict(
         arch=dict(embed_dims=48, depth=4, num_heads=2, stem_channels=16),
         img_size=64),
-    'ESwinTransformer':
+    'EAttentionSwin':
     dict(
         arch=dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2]),
         img_size=64,
@@ -26,6 +26,6 @@ TINY_BACKBONES = {
 #: attention, linear modes only), for checks that must cover all of them.
 BACKBONE_VARIANTS = [(name, mode, {}) for name in sorted(TINY_BACKBONES)
                      for mode in ATTN_MODES] + [
-                         ('ESwinTransformer', mode, dict(attn_scope='stage'))
+                         ('EAttentionSwin', mode, dict(attn_scope='stage'))
                          for mode in ('linear', 'eattn')
                      ]

@@ -29,11 +29,11 @@ from helpers import probe_loss  # noqa: E402
 
 # (backbone, extra options): classification and dense outputs.
 VARIANTS = [
-    ('EViT', dict(out_type='cls_token', prune_mode='drop')),
-    ('EViT', dict(out_type='pyramid', prune_mode='skip')),
+    ('EAttentionViT', dict(out_type='cls_token', prune_mode='drop')),
+    ('EAttentionViT', dict(out_type='pyramid', prune_mode='skip')),
     ('CEFormer', dict(out_type='cls_token', prune_mode='drop')),
     ('CEFormer', dict(out_type='pyramid', prune_mode='skip')),
-    ('ESwinTransformer', dict(out_indices=(0, 1, 2, 3))),
+    ('EAttentionSwin', dict(out_indices=(0, 1, 2, 3))),
 ]
 
 

@@ -8,7 +8,8 @@ import torch
 import mmceformer
 
 REGISTERED = [
-    'CEFormer', 'EViT', 'ESwinTransformer', 'EAttention', 'SimplePyramid'
+    'CEFormer', 'EAttentionViT', 'EAttentionSwin', 'EAttention',
+    'SimplePyramid', 'EViT', 'ESwinTransformer'
 ]
 
 
@@ -23,6 +24,20 @@ def test_registered_in_both_toolboxes(name):
     from mmdet.registry import MODELS as DET_MODELS
     from mmpretrain.registry import MODELS as PRETRAIN_MODELS
     assert PRETRAIN_MODELS.get(name) is DET_MODELS.get(name) is not None
+
+
+@pytest.mark.parametrize('old, new', [('EViT', 'EAttentionViT'),
+                                      ('ESwinTransformer', 'EAttentionSwin')])
+def test_deprecated_names_build_the_new_class_with_a_warning(old, new):
+    from mmpretrain.registry import MODELS
+
+    from mmceformer.testing import TINY_BACKBONES
+    cfg = dict(type=old, **TINY_BACKBONES[new])
+    with pytest.warns(FutureWarning, match=f"type='{new}'"):
+        model = MODELS.build(cfg)
+    assert isinstance(model, MODELS.get(new))
+    new_model = MODELS.build(dict(cfg, type=new))
+    assert model.state_dict().keys() == new_model.state_dict().keys()
 
 
 CONFIG = """

@@ -1,5 +1,5 @@
 """Convert official DeiT (timm) and Swin (microsoft) checkpoints to the key
-layout of mmpretrain's classifiers, which EViT / ESwinTransformer load.
+layout of mmpretrain's classifiers, which EAttentionViT / EAttentionSwin load.
 
     python tools/convert_weights.py deit deit_small_patch16_224.pth out.pth
     python tools/convert_weights.py swin swin_tiny_patch4_window7_224.pth \
@@ -45,7 +45,7 @@ def _unwrap(checkpoint) -> Dict[str, torch.Tensor]:
 
 def convert_deit(state: Dict[str, torch.Tensor]) -> OrderedDict:
     """timm/official DeiT or ViT -> mmpretrain ImageClassifier with
-    ``VisionTransformer`` (EViT) and ``VisionTransformerClsHead``."""
+    ``VisionTransformer`` (EAttentionViT) and ``VisionTransformerClsHead``."""
     out = OrderedDict()
     for key, value in _unwrap(state).items():
         if key.startswith('head.'):
@@ -86,7 +86,7 @@ def merge_order_to_unfold(weight: torch.Tensor) -> torch.Tensor:
 
 def convert_swin(state: Dict[str, torch.Tensor]) -> OrderedDict:
     """Official Swin -> mmpretrain ImageClassifier with ``SwinTransformer``
-    (ESwinTransformer), ``GlobalAveragePooling`` and ``LinearClsHead``."""
+    (EAttentionSwin), ``GlobalAveragePooling`` and ``LinearClsHead``."""
     state = _unwrap(state)
     num_stages = 1 + max(
         int(m.group(1))

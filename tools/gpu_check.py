@@ -105,7 +105,7 @@ def amp_training_steps(device):
     for name, mode, extra in BACKBONE_VARIANTS:
         cfg = base.model.copy()
         backbone = dict(type=name, attn_mode=mode, **TINY[name], **extra)
-        if name == 'ESwinTransformer':
+        if name == 'EAttentionSwin':
             backbone.update(out_indices=(0, 1, 2, 3))
             channels = [16, 32, 64, 128]
         else:
@@ -160,7 +160,7 @@ def speed(device, shape, repeats, lengths):
         dict(type='VisionTransformer', arch='deit-small', img_size=224),
         'DeiT-S E-Attention':
         dict(
-            type='EViT',
+            type='EAttentionViT',
             arch='deit-small',
             img_size=224,
             attn_mode='eattn',

@@ -4,7 +4,7 @@
 # one object in an image, drawn at the detection set's pixel sizes on a
 # random background in a random colour (toy set of tools/make_toy_coco.py
 # --cls, with the options of `toy_set` below). Colour labels instead:
-# cls_ceformer_toy_colour.py (README, "Which pre-training": the kept tokens
+# cls_ceformer_toy_colour.py (docs/demo.md, "Which pre-training": the kept tokens
 # follow the objects more, but detection mAP is lower).
 # Stage 2 fine-tunes Mask R-CNN at 256x256 from its checkpoint through
 # init_cfg, as the COCO configs do from ImageNet (the position embedding is

@@ -1,5 +1,5 @@
 # The colour-label variant of the demo's stage 1 (the demo's default until
-# 2026-11-27; README, "Which pre-training"): configs/toy/cls_ceformer_toy.py
+# 2026-11-27; docs/demo.md, "Which pre-training"): configs/toy/cls_ceformer_toy.py
 # on a set whose label is the colour family (red, green, blue) that all
 # objects of an image share, 1-5 smaller objects of random shapes:
 #   python tools/make_toy_coco.py data/toy_cls --cls

@@ -34,7 +34,7 @@ model = dict(
         attn_mode='eattn',
         # 2-D cos re-weighting, CLS outside the grid: with the thesis's 1-D
         # raster weighting the CLS row favours the top rows of the image
-        # (see README, "Findings").
+        # (docs/results.md, "Findings").
         pos_weight='2d',
         keep_ratio=0.7,
         prune_layers=[2, 3],
@@ -49,7 +49,7 @@ model = dict(
     # RoIAlign takes one bilinear sample per bin, not mmdet's adaptive
     # ceil(RoI side / bins) per side: mmcv's CPU RoIAlign was 41% of a
     # training step, and one sample cut a step to 0.66-0.72 of the time at
-    # equal mAP (README, "The demo's time").
+    # equal mAP (docs/demo.md, "The demo's time").
     roi_head=dict(
         bbox_roi_extractor=dict(
             roi_layer=dict(sampling_ratio=1), out_channels=fpn_channels),

@@ -1,5 +1,5 @@
 from mmceformer.registry import register_model
-from .backbones import CEFormer, ESwinTransformer, EViT
+from .backbones import CEFormer, EAttentionSwin, EAttentionViT
 from .layers import EAttention, SimplePyramid
 
 # The building blocks can be built from configs too.
@@ -7,5 +7,6 @@ register_model(EAttention)
 register_model(SimplePyramid)
 
 __all__ = [
-    'CEFormer', 'EViT', 'ESwinTransformer', 'EAttention', 'SimplePyramid'
+    'CEFormer', 'EAttentionViT', 'EAttentionSwin', 'EAttention',
+    'SimplePyramid'
 ]

@@ -17,7 +17,7 @@ FULL_GRAPH = TorchVersion(torch.__version__) >= (2, 14)
 @pytest.mark.parametrize('name,mode,extra', BACKBONE_VARIANTS)
 def test_compiles_without_graph_breaks_and_matches_eager(name, mode, extra):
     import torch._dynamo as dynamo
-    if name == 'ESwinTransformer' and not FULL_GRAPH:
+    if name == 'EAttentionSwin' and not FULL_GRAPH:
         pytest.skip('torch 2.1 dynamo fails building its guards on ESwin '
                     '(InternalTorchDynamoError in guards.CONSTANT_MATCH)')
     torch.manual_seed(0)

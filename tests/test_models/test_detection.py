@@ -10,25 +10,25 @@ import mmceformer  # noqa: F401
 pytestmark = pytest.mark.mmcv_ops  # Mask R-CNN needs RoIAlign, nms
 
 BACKBONES = {
-    'EViT':
+    'EAttentionViT':
     dict(
-        type='EViT',
+        type='EAttentionViT',
         arch=dict(
             embed_dims=48, num_layers=4, num_heads=3, feedforward_channels=96),
         img_size=64,
         prune_mode='skip',
         out_type='pyramid'),
-    'ESwinTransformer':
+    'EAttentionSwin':
     dict(
-        type='ESwinTransformer',
+        type='EAttentionSwin',
         arch=dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2]),
         window_size=4,
         pad_small_map=True,
         out_indices=(0, 1, 2, 3)),
 }
 NECK_CHANNELS = {
-    'EViT': [12, 24, 48, 48],
-    'ESwinTransformer': [16, 32, 64, 128]
+    'EAttentionViT': [12, 24, 48, 48],
+    'EAttentionSwin': [16, 32, 64, 128]
 }
 
 

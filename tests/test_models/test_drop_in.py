@@ -1,4 +1,4 @@
-"""Drop-in contract: EViT and ESwinTransformer behave like mmpretrain's
+"""Drop-in contract: EAttentionViT and EAttentionSwin behave like mmpretrain's
 VisionTransformer and SwinTransformer built with the same arguments in
 every path users touch (module tree, parameter order, init rules,
 checkpoint formats, with_cp, LoRA, layer-wise LR decay, frozen stages,
@@ -15,19 +15,19 @@ from mmpretrain.models.backbones import SwinTransformer, VisionTransformer
 from mmpretrain.models.utils import MultiheadAttention, WindowMSA
 from mmpretrain.registry import MODELS
 
-from mmceformer.models import EViT, ESwinTransformer
+from mmceformer.models import EAttentionViT, EAttentionSwin
 from mmceformer.models.layers import EAttention
 from mmceformer.models.layers.e_attention import ATTN_MODES
 
 # mmpretrain class, ours, arguments that exercise drop path / layer scale
 PAIRS = {
-    'vit': (VisionTransformer, EViT,
+    'vit': (VisionTransformer, EAttentionViT,
             dict(
                 arch='deit-small',
                 img_size=64,
                 drop_path_rate=0.1,
                 layer_scale_init_value=1e-5)),
-    'swin': (SwinTransformer, ESwinTransformer,
+    'swin': (SwinTransformer, EAttentionSwin,
              dict(arch='tiny', img_size=64, drop_path_rate=0.1)),
 }
 REPLACED = {MultiheadAttention: EAttention, WindowMSA: EAttention}
@@ -78,7 +78,7 @@ def test_every_parameter_initialised_by_the_same_rule(kind):
 
 def swin_tiny(cls, **kwargs):
     torch.manual_seed(0)
-    return cls(**{**TINY['ESwinTransformer'], **kwargs})
+    return cls(**{**TINY['EAttentionSwin'], **kwargs})
 
 
 def test_legacy_and_current_swin_checkpoints_load_strictly(tmp_path):
@@ -96,7 +96,7 @@ def test_legacy_and_current_swin_checkpoints_load_strictly(tmp_path):
     assert 'norm.weight' in legacy and f'norm{last}.weight' not in legacy
     for mode in ('softmax', 'eattn'):
         for state in (current, legacy):
-            ours = swin_tiny(ESwinTransformer, attn_mode=mode)
+            ours = swin_tiny(EAttentionSwin, attn_mode=mode)
             ours.load_state_dict(collections.OrderedDict(state), strict=True)
             for name, value in current.items():
                 torch.testing.assert_close(ours.state_dict()[name], value)
@@ -104,7 +104,7 @@ def test_legacy_and_current_swin_checkpoints_load_strictly(tmp_path):
     # init_cfg Pretrained load does.
     path = tmp_path / 'legacy.pth'
     torch.save({'state_dict': legacy}, path)
-    ours = swin_tiny(ESwinTransformer, attn_mode='eattn')
+    ours = swin_tiny(EAttentionSwin, attn_mode='eattn')
     load_checkpoint(ours, str(path), strict=True)
     torch.testing.assert_close(ours.state_dict()[f'norm{last}.weight'],
                                current[f'norm{last}.weight'])
@@ -123,7 +123,7 @@ def count_checkpoints(monkeypatch):
 
 
 @pytest.mark.parametrize('mode', ATTN_MODES)
-@pytest.mark.parametrize('name', ['ESwinTransformer', 'CEFormer'])
+@pytest.mark.parametrize('name', ['EAttentionSwin', 'CEFormer'])
 def test_with_cp_checkpoints_every_block_and_changes_nothing(
         name, mode, monkeypatch):
     grads = []
@@ -152,7 +152,7 @@ def test_with_cp_checkpoints_every_block_and_changes_nothing(
 @pytest.mark.parametrize('mode', ATTN_MODES)
 def test_swin_input_smaller_than_window_raises_assertion_in_every_mode(mode):
     """mmpretrain's exception type and message, whichever path runs."""
-    model = swin_tiny(ESwinTransformer, attn_mode=mode, pad_small_map=False)
+    model = swin_tiny(EAttentionSwin, attn_mode=mode, pad_small_map=False)
     with pytest.raises(AssertionError, match='smaller than the window'):
         model(images())
 
@@ -190,7 +190,7 @@ def classifier(name):
             type='ImageClassifier',
             backbone=dict(type=name, attn_mode='eattn', **TINY[name]),
             neck=dict(type='GlobalAveragePooling')
-            if name == 'ESwinTransformer' else None,
+            if name == 'EAttentionSwin' else None,
             head=dict(
                 type='LinearClsHead', num_classes=10, in_channels=channels)))
 
@@ -237,10 +237,10 @@ def test_frozen_stages_freeze_the_same_parameters(kind, frozen_stages):
     dict(interpolate_mode='bilinear'),
 ])
 def test_vit_options_match_mmpretrain(options):
-    kwargs = dict(arch=TINY['EViT']['arch'], img_size=64, **options)
+    kwargs = dict(arch=TINY['EAttentionViT']['arch'], img_size=64, **options)
     torch.manual_seed(0)
     theirs = in_mode(VisionTransformer(**kwargs), False)
-    ours = in_mode(EViT(**kwargs), False)
+    ours = in_mode(EAttentionViT(**kwargs), False)
     ours.load_state_dict(theirs.state_dict(), strict=True)
     x = images(size=(64, 80))
     for a, b in zip(ours(x), theirs(x)):
@@ -248,6 +248,6 @@ def test_vit_options_match_mmpretrain(options):
 
 
 def test_vit_bad_out_type_raises_like_mmpretrain():
-    for cls in (VisionTransformer, EViT):
+    for cls in (VisionTransformer, EAttentionViT):
         with pytest.raises(ValueError, match='out_type'):
-            cls(arch=TINY['EViT']['arch'], img_size=64, out_type='tokens')
+            cls(arch=TINY['EAttentionViT']['arch'], img_size=64, out_type='tokens')

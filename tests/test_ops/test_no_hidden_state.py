@@ -25,8 +25,8 @@ def test_training_after_an_inference_mode_forward():
         linear_attention(*qkv())
     out = linear_attention(*qkv(requires_grad=True))
     out.sum().backward()  # the cached features once were inference tensors
-    model = MODELS.build(dict(type='EViT', attn_mode='linear',
-                              **TINY['EViT']))
+    model = MODELS.build(dict(type='EAttentionViT', attn_mode='linear',
+                              **TINY['EAttentionViT']))
     model.eval()
     with torch.inference_mode():
         model(images())

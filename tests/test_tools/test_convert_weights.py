@@ -50,7 +50,7 @@ def test_deit_conversion_loads_strictly_into_evit_classifier():
     converted = convert_weights.convert_deit({'model': official})
     model = ImageClassifier(
         backbone=dict(
-            type='EViT',
+            type='EAttentionViT',
             arch=dict(
                 embed_dims=48,
                 num_layers=2,
@@ -109,7 +109,7 @@ def official_patch_merging(x, norm_weight, norm_bias, reduction):
 def test_swin_conversion_matches_official_computation():
     from mmpretrain.models.backbones import SwinTransformer
 
-    from mmceformer.models import ESwinTransformer
+    from mmceformer.models import EAttentionSwin
     arch = dict(embed_dims=16, depths=[1, 1], num_heads=[1, 2])
     reference = SwinTransformer(arch=arch, window_size=7, out_indices=(1, ))
     official = to_official_swin(reference.state_dict(), window=7)
@@ -128,7 +128,7 @@ def test_swin_conversion_matches_official_computation():
         k[len('backbone.'):]: v
         for k, v in converted.items() if k.startswith('backbone.')
     }
-    ours = ESwinTransformer(
+    ours = EAttentionSwin(
         arch=arch, window_size=7, out_indices=(1, ), attn_mode='eattn')
     ours.load_state_dict(backbone, strict=True)
     # The index rebuilt the official way equals mmpretrain's own.

@@ -19,9 +19,9 @@ import export_onnx  # noqa: E402
 
 # Dense outputs where the backbone has them (what a detector exports).
 OPTIONS = {
-    'EViT': dict(out_type='pyramid', prune_mode='skip'),
+    'EAttentionViT': dict(out_type='pyramid', prune_mode='skip'),
     'CEFormer': dict(out_type='cls_token', prune_mode='drop'),
-    'ESwinTransformer': dict(out_indices=(0, 1, 2, 3)),
+    'EAttentionSwin': dict(out_indices=(0, 1, 2, 3)),
 }
 # CEFormer's tokens are 16x16 pixels: 128x128 gives an 8x8 grid, enough for
 # images to differ in the tokens they keep.

@@ -24,7 +24,7 @@ SWIN = dict(type='SwinTransformer', arch='tiny', img_size=224)
 GROUPS = {
     'DeiT-S': [
         ('DeiT-S (mmpretrain)', DEIT, False),
-        ('DeiT-S E-Attention', dict(DEIT, type='EViT', attn_mode='eattn'),
+        ('DeiT-S E-Attention', dict(DEIT, type='EAttentionViT', attn_mode='eattn'),
          False),
         ('CEFormer-S', dict(type='CEFormer', arch='s'), False),
         ('CEFormer-S deploy', dict(type='CEFormer', arch='s'), True),
@@ -32,15 +32,15 @@ GROUPS = {
     'Swin-T': [
         ('Swin-T (mmpretrain)', SWIN, False),
         ('Swin-T E-Attention',
-         dict(SWIN, type='ESwinTransformer', attn_mode='eattn'), False),
-        ('Swin-T linear', dict(SWIN, type='ESwinTransformer',
+         dict(SWIN, type='EAttentionSwin', attn_mode='eattn'), False),
+        ('Swin-T linear', dict(SWIN, type='EAttentionSwin',
                                attn_mode='linear'), False),
         # attention over each stage's whole map instead of windows
         ('Swin-T E-Attention, stage scope',
-         dict(SWIN, type='ESwinTransformer', attn_mode='eattn',
+         dict(SWIN, type='EAttentionSwin', attn_mode='eattn',
               attn_scope='stage'), False),
         ('Swin-T linear, stage scope',
-         dict(SWIN, type='ESwinTransformer', attn_mode='linear',
+         dict(SWIN, type='EAttentionSwin', attn_mode='linear',
               attn_scope='stage'), False),
     ],
 }

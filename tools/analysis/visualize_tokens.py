@@ -4,7 +4,7 @@
         [--out tokens.png] [--device cpu] [--cfg-options KEY=VALUE ...]
 
 Works for detection and classification configs whose backbone is CEFormer
-or EViT with a pruning ``attn_mode`` (``prune``/``eattn``). The image goes
+or EAttentionViT with a pruning ``attn_mode`` (``prune``/``eattn``). The image goes
 through the config's test pipeline; one panel per pruning block shows the
 network's input with the tokens that were not kept dimmed.
 ``--cfg-options`` changes the model as in tools/test.py, e.g.

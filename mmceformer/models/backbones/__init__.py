@@ -1,5 +1,9 @@
 from .ceformer import CEFormer
-from .e_swin import ESwinTransformer, EWindowAttention
-from .e_vit import EViT
+from .deprecated import DEPRECATED_NAMES, ESwinTransformer, EViT
+from .eattention_swin import EAttentionSwin, WindowEAttention
+from .eattention_vit import EAttentionViT
 
-__all__ = ['CEFormer', 'EViT', 'ESwinTransformer', 'EWindowAttention']
+__all__ = [
+    'CEFormer', 'EAttentionViT', 'EAttentionSwin', 'WindowEAttention',
+    'DEPRECATED_NAMES', 'EViT', 'ESwinTransformer'
+]

@@ -31,7 +31,7 @@ from mmceformer.ops import (check_choice, gather_tokens, grid_to_tokens,
                             tokens_to_grid)
 from mmceformer.registry import register_model
 from ..layers import EAttention, SimplePyramid, Tokens, attention_block
-from .e_vit import resolve_prune_layers
+from .eattention_vit import resolve_prune_layers
 
 
 class ConvStem(BaseModule):
@@ -258,7 +258,7 @@ class CEFormer(BaseBackbone):
         attn_mode (str): ``'eattn'`` (default), ``'linear'``, ``'prune'`` or
             ``'softmax'``.
         keep_ratio, prune_layers, score, select, prune_mode, feature_map,
-            pos_weight: as in :class:`EViT`.
+            pos_weight: as in :class:`EAttentionViT`.
         out_type (str): ``'cls_token'`` (B, C) for classification,
             ``'avg_featmap'`` (B, C), ``'featmap'`` (B, C, H/16, W/16), or
             ``'pyramid'``: 4 maps at strides 4/8/16/32 with channels

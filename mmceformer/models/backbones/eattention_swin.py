@@ -15,13 +15,13 @@ from mmceformer.ops import (check_choice, gather_tokens,
 from mmceformer.registry import register_model
 from ..layers import EAttention, EAttentionOutput
 from ..layers.e_attention import ATTN_MODES
-from .e_vit import resolve_prune_layers
+from .eattention_vit import resolve_prune_layers
 
-#: Where the attention of a block looks (``ESwinTransformer.attn_scope``).
+#: Where the attention of a block looks (``EAttentionSwin.attn_scope``).
 ATTN_SCOPES = ('window', 'stage')
 
 
-class EWindowAttention(EAttention):
+class WindowEAttention(EAttention):
     """:class:`EAttention` over the tokens of one window, with the
     parameters of mmpretrain's ``WindowMSA`` (``qkv``, ``proj``,
     ``relative_position_bias_table`` and the ``relative_position_index``
@@ -75,7 +75,7 @@ class EWindowAttention(EAttention):
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     @classmethod
-    def from_window_msa(cls, window_msa, **kwargs) -> 'EWindowAttention':
+    def from_window_msa(cls, window_msa, **kwargs) -> 'WindowEAttention':
         """Take shapes, options and the position index of a ``WindowMSA``."""
         attn = cls(
             window_msa.embed_dims,
@@ -159,8 +159,8 @@ class EWindowAttention(EAttention):
 
 
 @register_model
-class ESwinTransformer(SwinTransformer):
-    """mmpretrain's ``SwinTransformer`` with :class:`EWindowAttention` in
+class EAttentionSwin(SwinTransformer):
+    """mmpretrain's ``SwinTransformer`` with :class:`WindowEAttention` in
     every block; ``state_dict`` keys are exactly mmpretrain's.
 
     Args:
@@ -228,7 +228,7 @@ class ESwinTransformer(SwinTransformer):
         self.prune_layers = resolve_prune_layers(
             prune_layers, len(blocks), default_start=sum(depths[:2]))
         for i, block in enumerate(blocks):
-            block.attn.w_msa = EWindowAttention.from_window_msa(
+            block.attn.w_msa = WindowEAttention.from_window_msa(
                 block.attn.w_msa,
                 attn_mode=attn_mode,
                 prune_tokens=i in self.prune_layers,

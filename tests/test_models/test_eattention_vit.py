@@ -1,10 +1,10 @@
-"""EViT: mmpretrain's ViT/DeiT with E-Attention."""
+"""EAttentionViT: mmpretrain's ViT/DeiT with E-Attention."""
 import pytest
 import torch
 from helpers import images, in_mode
 from mmpretrain.models.backbones import VisionTransformer
 
-from mmceformer.models import EViT
+from mmceformer.models import EAttentionViT
 
 TINY = dict(embed_dims=48, num_layers=5, num_heads=3, feedforward_channels=96)
 MODES = ('softmax', 'linear', 'prune', 'eattn')
@@ -14,12 +14,12 @@ def tiny(**kwargs):
     torch.manual_seed(0)
     kwargs.setdefault('arch', TINY)
     kwargs.setdefault('img_size', 64)
-    return EViT(**kwargs)
+    return EAttentionViT(**kwargs)
 
 
 @pytest.mark.parametrize('arch', ['deit-tiny', 'deit-small', 'deit-base'])
 def test_state_dict_keys_are_mmpretrain_and_load_strictly(arch):
-    ours = EViT(arch=arch, attn_mode='eattn')
+    ours = EAttentionViT(arch=arch, attn_mode='eattn')
     theirs = VisionTransformer(arch=arch)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict(), strict=True)

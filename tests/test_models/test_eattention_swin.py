@@ -1,10 +1,10 @@
-"""ESwinTransformer: mmpretrain's Swin with E-Attention in the windows."""
+"""EAttentionSwin: mmpretrain's Swin with E-Attention in the windows."""
 import pytest
 import torch
 from helpers import images, in_mode
 from mmpretrain.models.backbones import SwinTransformer
 
-from mmceformer.models import ESwinTransformer
+from mmceformer.models import EAttentionSwin
 
 # 4 stages, window 4: a 64x64 input gives 16x16, 8x8, 4x4, 2x2 token maps.
 TINY = dict(embed_dims=16, depths=[1, 2, 2, 1], num_heads=[1, 2, 2, 2])
@@ -18,12 +18,12 @@ def tiny(**kwargs):
     kwargs.setdefault('window_size', 4)
     kwargs.setdefault('out_indices', (0, 1, 2, 3))
     kwargs.setdefault('pad_small_map', True)
-    return ESwinTransformer(**kwargs)
+    return EAttentionSwin(**kwargs)
 
 
 @pytest.mark.parametrize('arch', ['tiny', 'small'])
 def test_state_dict_keys_are_mmpretrain_and_load_strictly(arch):
-    ours = ESwinTransformer(arch=arch, attn_mode='eattn')
+    ours = EAttentionSwin(arch=arch, attn_mode='eattn')
     theirs = SwinTransformer(arch=arch)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict(), strict=True)
@@ -59,9 +59,9 @@ def test_every_mode_forward_backward_dense_maps(mode):
 @pytest.mark.parametrize('mode', ['prune', 'eattn'])
 def test_pruning_skips_tokens_in_late_stages_only(mode, monkeypatch):
     model = in_mode(tiny(attn_mode=mode, keep_ratio=0.5), training=False)
-    from mmceformer.models.backbones.e_swin import EWindowAttention
+    from mmceformer.models.backbones.eattention_swin import WindowEAttention
     sampled = []  # kept tokens that the windows report, per pruning block
-    forward_windows = EWindowAttention.forward_windows
+    forward_windows = WindowEAttention.forward_windows
 
     def recording(self, x, mask=None):
         out = forward_windows(self, x, mask)
@@ -69,7 +69,7 @@ def test_pruning_skips_tokens_in_late_stages_only(mode, monkeypatch):
             sampled.append(int(out.mask.sum()))
         return out
 
-    monkeypatch.setattr(EWindowAttention, 'forward_windows', recording)
+    monkeypatch.setattr(WindowEAttention, 'forward_windows', recording)
     # stage 3: an 8x8 map, 4 windows of 16 tokens (no padding) that keep
     # different numbers of tokens
     model(images(size=(128, 128)))
@@ -98,13 +98,13 @@ def test_linear_mode_honours_the_shift_mask():
     a token of another region of the same window changes nothing there."""
     from mmpretrain.models.utils import ShiftWindowMSA
 
-    from mmceformer.models.backbones.e_swin import EWindowAttention
+    from mmceformer.models.backbones.eattention_swin import WindowEAttention
     msa = ShiftWindowMSA(
         embed_dims=8,
         num_heads=2,
         window_size=4,
         shift_size=2,
-        window_msa=EWindowAttention,
+        window_msa=WindowEAttention,
         attn_mode='linear')
     x = torch.randn(1, 64, 8)
     out = msa(x, (8, 8))
@@ -152,7 +152,7 @@ def test_kept_map_ignores_padding_entries():
         get_attn_mask=ShiftWindowMSA.get_attn_mask,
         window_partition=ShiftWindowMSA.window_partition,
         window_reverse=ShiftWindowMSA.window_reverse)
-    out, index, valid = ESwinTransformer._window_attention(
+    out, index, valid = EAttentionSwin._window_attention(
         shift_msa, torch.zeros(1, 8, 3), (2, 4))
     # 2x4 map, windows = columns 0-1 and 2-3; raster index of kept tokens
     kept = index[0][valid[0]].tolist()
@@ -190,7 +190,7 @@ def test_kept_slots_map_to_image_positions_through_shift_and_padding(shift):
         window_reverse=ShiftWindowMSA.window_reverse)
     height, width = 6, 10  # padded to 8 x 12
     x = (torch.arange(height * width) + 1.).view(1, -1, 1).repeat(2, 1, 3)
-    out, index, valid = ESwinTransformer._window_attention(
+    out, index, valid = EAttentionSwin._window_attention(
         shift_msa, x, (height, width))
     for b in range(2):
         kept = index[b][valid[b]]

@@ -28,7 +28,7 @@ def resolve_prune_layers(prune_layers: Optional[Sequence[int]],
 
 
 @register_model
-class EViT(VisionTransformer):
+class EAttentionViT(VisionTransformer):
     """mmpretrain's ``VisionTransformer`` (ViT/DeiT, every ``arch``) with each
     layer's attention replaced by :class:`EAttention`.
 
@@ -93,7 +93,7 @@ class EViT(VisionTransformer):
             old = layer.attn
             if getattr(old, 'v_shortcut', False) or \
                     old.input_dims != old.embed_dims:
-                raise ValueError('EViT supports attention layers without '
+                raise ValueError('EAttentionViT supports attention layers without '
                                  'v_shortcut and with input_dims == '
                                  'embed_dims')
             attn = EAttention(
