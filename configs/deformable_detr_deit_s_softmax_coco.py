@@ -5,7 +5,9 @@ custom_imports = dict(imports=['mmceformer'], allow_failed_imports=False)
 
 data_root = 'data/coco/'
 # An ImageNet checkpoint of configs/cls_deit_s_softmax_in1k.py, or an
-# official DeiT converted by tools/convert_weights.py.
+# official DeiT converted by tools/convert_weights.py. Every attention mode
+# starts from these softmax weights, as the thesis's table 3-6 does (the
+# modes share the parameters; sampling is parameter-free).
 pretrained = 'work_dirs/cls_deit_s_softmax_in1k/epoch_300.pth'
 
 model = dict(
@@ -27,5 +29,9 @@ model = dict(
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
+# mmdet's backbone lr x 0.1 is for pre-trained weights; the pyramid that
+# turns the plain ViT's map into strides 8-32 is new: full lr.
+optim_wrapper = dict(
+    paramwise_cfg=dict(custom_keys={'backbone.pyramid': dict(lr_mult=1.0)}))
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator

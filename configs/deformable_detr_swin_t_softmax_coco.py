@@ -1,5 +1,6 @@
 # Deformable DETR with Swin-T, softmax attention (thesis table 3-6).
 _base_ = ['./deformable_detr_deit_s_softmax_coco.py']
+# Every attention mode starts from the softmax weights (thesis table 3-6).
 pretrained = 'work_dirs/cls_swin_t_softmax_in1k/epoch_300.pth'
 model = dict(
     backbone=dict(

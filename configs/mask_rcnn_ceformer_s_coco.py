@@ -19,6 +19,11 @@ model = dict(
         prune_mode='skip',  # dense maps: pruned tokens skip blocks
         out_type='pyramid',
         drop_path_rate=0.1,
+        # The stem's BatchNorm sees 2 images per GPU: its statistics stay
+        # those of ImageNet (its affine part trains), as in mmdet's BN
+        # backbones (norm_eval=True); dict(type='SyncBN') would sync them.
+        stem_norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=True,
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     data_preprocessor=dict(pad_size_divisor=32),
@@ -36,10 +41,10 @@ test_evaluator = val_evaluator
 optim_wrapper = dict(
     paramwise_cfg=dict(
         norm_decay_mult=0.,
-        custom_keys={
-            'pos_embed': dict(decay_mult=0.),
-            'cls_token': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.),
-        }))
+        # CEFormer's names (its norms, ln1/ln2/bn, fall under
+        # norm_decay_mult); Swin's keys of the base match nothing here
+        custom_keys=dict(
+            _delete_=True,
+            pos_embed=dict(decay_mult=0.),
+            cls_token=dict(decay_mult=0.))))
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -22,13 +22,20 @@ def probe_loss(outs, seed=0):
     return sum((o * torch.randn(o.shape, generator=gen)).sum() for o in outs)
 
 
-def peaked_attention(model, std=0.25, seed=0):
+def peaked_attention(model, std=0.25, seed=0, key_bias=0.):
     """Larger ``qkv`` weights, so that attention (and with it the tokens that
     sampling keeps) depends on the image, as in a trained model; at init the
-    CLS row is nearly uniform and every image keeps the same tokens."""
+    CLS row is nearly uniform and every image keeps the same tokens.
+
+    ``key_bias`` < 0 shifts the keys into the exponential part of ``elu + 1``
+    (the linear kernel's rows are too flat otherwise for images to keep
+    different counts); softmax rows do not change with it."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, module in model.named_modules():
             if name.endswith('qkv'):
                 module.weight.normal_(0, std, generator=gen)
+                if key_bias and module.bias is not None:
+                    dims = module.weight.shape[1]
+                    module.bias[dims:2 * dims] = key_bias
     return model

@@ -122,3 +122,25 @@ def test_configs_inherit_the_shipped_ones_by_package_name(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.py'):
         Config.fromfile(str(tmp_path / 'bad.py'))
 
+
+@pytest.mark.mmcv_ops  # builds Deformable DETR
+def test_deformable_detr_new_pyramid_trains_at_full_lr(tiny_model_cfg):
+    """mmdet's backbone lr x 0.1 is for pre-trained weights: the plain
+    ViT's pyramid is new and takes the full lr (it took 0.1x before)."""
+    from mmdet.registry import MODELS
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(
+        str(ROOT / 'configs' / 'deformable_detr_deit_s_eattn_coco.py'))
+    init_default_scope('mmdet')
+    model = MODELS.build(tiny_model_cfg(cfg))
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    lr = {
+        id(p): group['lr']
+        for group in wrapper.optimizer.param_groups for p in group['params']
+    }
+    base = cfg.optim_wrapper.optimizer.lr
+    for name, param in model.named_parameters():
+        if name.startswith('backbone.pyramid'):
+            assert lr[id(param)] == pytest.approx(base), name
+        elif name.startswith('backbone.'):
+            assert lr[id(param)] == pytest.approx(0.1 * base), name

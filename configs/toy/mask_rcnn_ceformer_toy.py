@@ -40,6 +40,10 @@ model = dict(
         prune_layers=[2, 3],
         prune_mode='skip',
         out_type='pyramid',
+        # stem BatchNorm statistics frozen at stage 1's, as in the COCO
+        # configs (4 images per batch here, 2 per GPU there)
+        stem_norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=True,
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(

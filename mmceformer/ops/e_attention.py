@@ -33,6 +33,7 @@ def e_attention(q: Tensor,
                 select: str = 'inverse_cdf',
                 deterministic: bool = True,
                 generator: Optional[torch.Generator] = None,
+                train_draws: str = 'systematic',
                 eps: float = 1e-6,
                 chunk_size: int = 1024,
                 static: Optional[bool] = None,
@@ -62,7 +63,8 @@ def e_attention(q: Tensor,
             ``k_group`` of :func:`linear_attention`.
         num_groups (int | None): bound on the group ids, as in
             :func:`linear_attention`.
-        select, deterministic, generator: as in :func:`sample_tokens`.
+        select, deterministic, generator, train_draws: as in
+            :func:`sample_tokens`.
         eps (float): denominator bound.
         chunk_size (int): tokens per chunk of the O(N) passes.
         static (bool | None): layout of the kept tokens, as in
@@ -113,7 +115,9 @@ def e_attention(q: Tensor,
             kv, z, rows = _accumulate_keys(k_acc, v_acc, k_feat, valid,
                                            num_valid, feature_map, chunk_size,
                                            score_tilde)  # rows: (B, H, N)
-        # eq. (3-5) row of the CLS query per head, summed over heads
+        # eq. (3-5) row of the CLS query per head, summed over heads; it
+        # only picks indices, so no graph is kept for it
+        rows = rows.detach()
         attn = rows / safe_denominator(rows.sum(-1, keepdim=True), eps)
         scores = attn.sum(1)[:, prefix:]  # (B, N - P), eq. (3-10)
         valid_image = None if token_mask is None else token_mask[:, prefix:]
@@ -128,7 +132,8 @@ def e_attention(q: Tensor,
             deterministic=deterministic,
             generator=generator,
             static=static,
-            validate=False)  # (B, R'); scores >= 0 by construction
+            validate=False,
+            train_draws=train_draws)  # (B, R'); scores >= 0 by construction
         index, mask = with_prefix(kept, kept_mask, prefix)  # (B, P + R')
         # (B, H, N, D) -> (B, H, P + R', D); features (1|B, N, F) likewise
         q_kept = gather_tokens(q_acc.transpose(1, 2), index).transpose(1, 2)

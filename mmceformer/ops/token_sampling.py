@@ -10,11 +10,17 @@ from torch import Tensor
 
 from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, _features,
                                autocast_disabled, check_choice,
-                               feature_map_fn, is_tracing, lift_features)
+                               feature_map_fn, is_tracing, lift_features,
+                               safe_denominator)
 
 SCORES = ('cls', 'cls_v', 'all', 'random')
 SELECTS = ('inverse_cdf', 'topk')
 KERNELS = ('linear', 'softmax')
+#: How training draws the R uniforms of eq. (3-13) (evaluation always
+#: takes the grid ``u_k = (k + 1/2) / R``): ``'systematic'``, one uniform
+#: offset U per image, ``u_k = (k + U) / R``; ``'independent'``, R
+#: independent uniforms.
+TRAIN_DRAWS = ('systematic', 'independent')
 
 
 def num_kept_tokens(keep_ratio: float, num_tokens: int) -> int:
@@ -46,7 +52,46 @@ def _query_attention_rows(query, key, key_mask, kernel, scale, query_feat,
         phi_k = lift_features(phi_k, key_feat)
     sims = phi_q @ phi_k.transpose(-2, -1)  # (B, H, Nq, Nk)
     sims = torch.where(valid, sims, torch.zeros((), device=sims.device))
-    return sims / sims.sum(-1, keepdim=True).clamp(min=eps)
+    # The rule of the attention itself (and of the fused E-Attention op):
+    # a row of negative similarities ('identity', Ours-B) keeps its sign.
+    return sims / safe_denominator(sims.sum(-1, keepdim=True), eps)
+
+
+def _received_attention_linear(q, k, key_mask, query_mask, query_feat,
+                               key_feat, feature_map, eps):
+    """Attention that each key receives from all valid queries under the
+    linear kernel, per head, in O((Nq + Nk) D): ``sum_i a_ij = k~_j . w``
+    with ``w = sum_i q~_i / (q~_i . z)`` and ``z = sum_j k~_j`` (the rows
+    of eq. 3-5 summed without forming them): (B, H, Nk)."""
+    phi_q = feature_map_fn(q.float(), feature_map)
+    phi_k = feature_map_fn(k.float(), feature_map)
+    if query_feat is not None:
+        phi_q = lift_features(phi_q, query_feat)  # (B, H, Nq, F)
+        phi_k = lift_features(phi_k, key_feat)  # (B, H, Nk, F)
+    zero = torch.zeros((), device=k.device)
+    phi_k = torch.where(key_mask[:, None, :, None], phi_k, zero)
+    z = phi_k.sum(2, keepdim=True)  # (B, H, 1, F)
+    den = safe_denominator((phi_q * z).sum(-1, keepdim=True), eps)
+    weights = torch.where(query_mask[:, None, :, None], phi_q / den, zero)
+    return phi_k @ weights.sum(2).unsqueeze(-1)  # (B, H, Nk, 1)
+
+
+def _received_attention_softmax(q, k, key_mask, query_mask, scale,
+                                chunk: int = 1024):
+    """Softmax attention that each key receives from all valid queries,
+    per head: (B, H, Nk), in chunks of ``chunk`` queries, which bound the
+    (chunk x Nk) similarity matrices (O(N^2) time)."""
+    batch, heads, num_q, _ = q.shape
+    received = torch.zeros(batch, heads, k.shape[2], device=k.device)
+    zero = torch.zeros((), device=k.device)
+    for start in range(0, num_q, chunk):
+        stop = min(num_q, start + chunk)
+        rows = _query_attention_rows(q[:, :, start:stop], k, key_mask,
+                                     'softmax', scale, None, None, 'elu1',
+                                     0.)  # (B, H, chunk, Nk)
+        valid = query_mask[:, None, start:stop, None]
+        received += torch.where(valid, rows, zero).sum(2)
+    return received
 
 
 def cls_attention_scores(
@@ -89,9 +134,10 @@ def cls_attention_scores(
         kernel (str): ``'linear'`` or ``'softmax'``.
         score (str): ``'cls'`` (eq. 3-10), ``'cls_v'`` (times ``||v_j||`` per
             head, as ATS), ``'all'`` (mean attention that a token receives
-            from all valid queries, fig. 3-5; O(N) for the linear kernel,
-            O(N^2) time in chunks for softmax) or ``'random'`` (uniform
-            random scores, drawn with ``generator``).
+            from all valid queries, fig. 3-5; O(N) time and memory for the
+            linear kernel, O(N^2) time in chunks of 1024 queries for
+            softmax) or ``'random'`` (uniform random scores, drawn with
+            ``generator``: pass a seeded one where results must repeat).
         key_mask (Tensor | None): (B, Nk) bool, True for real tokens.
         query_mask (Tensor | None): (B, Nq) bool for ``q`` in ``'all'``.
         num_prefix_tokens (int): P, the leading tokens excluded from scores.
@@ -104,9 +150,18 @@ def cls_attention_scores(
         validate (bool): check positions (a host sync), as in
             :func:`~mmceformer.ops.linear_attention`.
 
+    Each head's row is normalised by its sum with the sign-keeping bound
+    of the attention itself (:func:`safe_denominator`), as the fused
+    :func:`~mmceformer.ops.e_attention` does.
+
+    Scores only choose indices, which have no gradient: they are computed
+    under ``torch.no_grad()`` and never hold an autograd graph (for
+    ``'all'`` that graph would be O(N^2) per layer in softmax mode).
+
     Returns:
         Tensor: (B, Nk - P) float32 scores, zero on masked tokens, each row
-        summing to 1 over its valid tokens (all zero if it has none).
+        summing to 1 over its valid tokens (all zero if it has none); no
+        gradient.
     """
     check_choice('kernel', kernel, KERNELS)
     check_choice('score', score, SCORES)
@@ -137,7 +192,7 @@ def cls_attention_scores(
                               pos_weight, grid_size, k.device, validate)
     image_mask = key_mask[:, num_prefix_tokens:]
 
-    with autocast_disabled(k.device):
+    with autocast_disabled(k.device), torch.no_grad():
         if score == 'random':
             per_token = torch.rand(
                 image_mask.shape,
@@ -156,20 +211,13 @@ def cls_attention_scores(
                 q_feat, _ = _features(q_pos, num_q, batch, 'q_pos', seq_len,
                                       pos_weight, grid_size, q.device,
                                       validate)
-            received = torch.zeros(batch, heads, num_k, device=k.device)
-            # Chunks over queries bound the memory of the softmax kernel; the
-            # linear kernel could do it in one go but the sums are the same.
-            chunk = 1024
-            for start in range(0, num_q, chunk):
-                stop = min(num_q, start + chunk)
-                rows = _query_attention_rows(
-                    q[:, :, start:stop], k, key_mask, kernel, scale,
-                    None if q_feat is None else q_feat[:, start:stop], k_feat,
-                    feature_map, eps)  # (B, H, chunk, Nk)
-                qm = query_mask[:, None, start:stop, None]
-                received += torch.where(qm, rows,
-                                        torch.zeros((),
-                                                    device=rows.device)).sum(2)
+            if kernel == 'linear':
+                received = _received_attention_linear(
+                    q, k, key_mask, query_mask, q_feat, k_feat, feature_map,
+                    eps)[..., 0]  # (B, H, Nk)
+            else:
+                received = _received_attention_softmax(
+                    q, k, key_mask, query_mask, scale)
             per_token = received.sum(1)[:, num_prefix_tokens:]
         else:
             q_feat = None
@@ -196,14 +244,18 @@ def cls_attention_scores(
         return per_token / total.clamp(min=torch.finfo(total.dtype).tiny)
 
 
-def grid_inverse_cdf(probs: Tensor, num_samples: int) -> Tensor:
-    """Eq. (3-13) at the evaluation grid ``u_k = (k + 0.5) / R``, for all
-    k at once, without ``searchsorted`` (which ONNX lacks) in O(N + R).
+def grid_inverse_cdf(probs: Tensor,
+                     num_samples: int,
+                     offset: Union[float, Tensor] = 0.5) -> Tensor:
+    """Eq. (3-13) at the shifted grid ``u_k = (k + U) / R``, for all k at
+    once, without ``searchsorted`` (which ONNX lacks) in O(N + R). The
+    evaluation grid is ``U = 1/2``; training's systematic draws take one
+    uniform ``U`` in [0, 1) per image (:func:`systematic_inverse_cdf`).
 
     With ``CDF_j`` the unnormalised CDF and ``T`` its total, slot k takes
     the first token whose CDF exceeds ``u_k T``: ``index_k = #{j : CDF_j <=
     u_k T}``. The grid points below a value ``c`` are the first
-    ``G(c) = clamp(ceil(c R / T - 1/2), 0, R)`` ones, so ``CDF_j <= u_k T``
+    ``G(c) = clamp(ceil(c R / T - U), 0, R)`` ones, so ``CDF_j <= u_k T``
     iff ``G(CDF_j) <= k``, and ``index_k`` is the count of tokens with
     ``G(CDF_j) <= k``: a histogram of ``G`` (scatter-add) and its cumulative
     sum. A token with zero probability has the ``G`` of its predecessor, so
@@ -212,6 +264,7 @@ def grid_inverse_cdf(probs: Tensor, num_samples: int) -> Tensor:
     Args:
         probs (Tensor): (B, N) non-negative, each row with a positive sum.
         num_samples (int): R.
+        offset (float | Tensor): U in [0, 1), a number or (B, 1) per row.
 
     Returns:
         Tensor: (B, R) long token indices, non-decreasing along R.
@@ -221,7 +274,9 @@ def grid_inverse_cdf(probs: Tensor, num_samples: int) -> Tensor:
     # value) resolve as in exact arithmetic, the same on every device.
     cdf = probs.double().cumsum(-1)  # (B, N)
     total = cdf[:, -1:].clamp(min=torch.finfo(cdf.dtype).tiny)
-    below = torch.ceil(cdf * num_samples / total - 0.5)
+    if isinstance(offset, Tensor):
+        offset = offset.double()
+    below = torch.ceil(cdf * num_samples / total - offset)
     below = below.clamp(0, num_samples).long()  # G(CDF_j), (B, N)
     hist = torch.zeros(
         batch, num_samples + 1, dtype=torch.long, device=probs.device)
@@ -229,10 +284,32 @@ def grid_inverse_cdf(probs: Tensor, num_samples: int) -> Tensor:
     return hist.cumsum(-1)[:, :num_samples]  # (B, R)
 
 
+def systematic_inverse_cdf(probs: Tensor, num_samples: int,
+                           generator: Optional[torch.Generator]) -> Tensor:
+    """Eq. (3-13) at systematic random draws (training): ``u_k = (k + U) /
+    R`` with one uniform ``U`` per image. Every ``u_k`` is uniform on its
+    stratum and their union on [0, 1), as the thesis's random sampling
+    asks, but the draws never crowd together: the number of distinct
+    tokens kept is the evaluation grid's (``U = 1/2``) up to the rounding
+    at stratum edges, and a token whose share of the score is at least
+    ``1/R`` is always kept. (B, N) -> (B, R) long, non-decreasing."""
+    batch = probs.shape[0]
+    device = probs.device
+    offset = torch.rand(
+        batch,
+        1,
+        generator=generator,
+        device=device if generator is None else generator.device)
+    return grid_inverse_cdf(probs, num_samples, offset.to(device))
+
+
 def random_inverse_cdf(probs: Tensor, num_samples: int,
                        generator: Optional[torch.Generator]) -> Tensor:
-    """Eq. (3-13) at R sorted uniform random draws (training): (B, N) ->
-    (B, R) long, non-decreasing, never a zero-probability token."""
+    """Eq. (3-13) at R independent, sorted uniform draws (training with
+    ``train_draws='independent'``): (B, N) -> (B, R) long, non-decreasing,
+    never a zero-probability token. Independent draws collide: on flat
+    scores they keep about ``1 - 1/e`` of the distinct tokens that the
+    evaluation grid keeps, fewer after every pruning block."""
     batch, num = probs.shape
     device = probs.device
     cdf = probs.cumsum(-1)
@@ -259,16 +336,20 @@ def sample_tokens(
         deterministic: bool = True,
         generator: Optional[torch.Generator] = None,
         static: Optional[bool] = None,
-        validate: bool = True) -> Tuple[Tensor, Tensor]:
+        validate: bool = True,
+        train_draws: str = 'systematic') -> Tuple[Tensor, Tensor]:
     """Choose the tokens to keep from their scores (section 3.3.3).
 
     ``'inverse_cdf'``: with ``CDF_i = sum_{j <= i} h_j`` (eq. 3-12), draw R
     numbers ``u`` in [0, 1) and keep ``CDF^-1(u)`` (eq. 3-13), the first token
-    whose CDF exceeds ``u``. The draws are uniform random in training and the
-    fixed grid ``u_k = (k + 0.5) / R`` when ``deterministic`` (evaluation), so
-    inference is reproducible and an image's choice depends on its scores
-    only. Tokens drawn twice collapse, so ``r' <= R`` tokens are kept,
-    adaptively per image. ``'topk'`` keeps the R best (fig. 3-6 baseline).
+    whose CDF exceeds ``u``. The draws are the fixed grid ``u_k = (k + 0.5) /
+    R`` when ``deterministic`` (evaluation), so inference is reproducible and
+    an image's choice depends on its scores only, and random in training
+    (``train_draws``): systematic ``u_k = (k + U) / R`` by default, which
+    keeps as many distinct tokens as the grid, so a model trains on the
+    token budget it is evaluated with. Tokens drawn twice collapse, so
+    ``r' <= R`` tokens are kept, adaptively per image. ``'topk'`` keeps the
+    R best (fig. 3-6 baseline).
 
     Two layouts of the same kept set:
 
@@ -289,6 +370,9 @@ def sample_tokens(
         select (str): ``'inverse_cdf'`` or ``'topk'``.
         deterministic (bool): grid draws instead of random ones.
         generator (torch.Generator | None): for the random draws.
+        train_draws (str): the random draws, one of ``TRAIN_DRAWS``:
+            ``'systematic'`` (one uniform offset per image) or
+            ``'independent'`` (R independent uniforms, which collide).
         static (bool | None): the static layout (True), the compact one
             (False) or, by default, static while tracing or compiling
             (:func:`is_tracing`) and compact in eager mode.
@@ -302,6 +386,7 @@ def sample_tokens(
         True for kept tokens (each once); K = R (static) or R' (compact).
     """
     check_choice('select', select, SELECTS)
+    check_choice('train_draws', train_draws, TRAIN_DRAWS)
     if scores.dim() != 2:
         raise ValueError(f'scores must be (B, N), got {tuple(scores.shape)}')
     if not isinstance(num_samples, int) or num_samples < 1:
@@ -335,6 +420,8 @@ def sample_tokens(
     else:
         if deterministic:
             index = grid_inverse_cdf(probs, num_samples)
+        elif train_draws == 'systematic':
+            index = systematic_inverse_cdf(probs, num_samples, generator)
         else:
             index = random_inverse_cdf(probs, num_samples, generator)
         # Slots are sorted, so duplicates are neighbours: keep the first.

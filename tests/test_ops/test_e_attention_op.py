@@ -74,3 +74,40 @@ def test_fused_chunking_and_errors():
         e_attention(q, k, v, 8, num_prefix_tokens=0)
     with pytest.raises(ValueError, match='self-attention'):
         e_attention(q[:, :, :5], k, v, 8)
+
+
+def test_identity_feature_map_scores_follow_the_fused_denominator_rule():
+    """'identity' (Ours-B) similarities can be negative: a head whose CLS
+    row sums below 0 keeps its sign in both score paths (it was divided by
+    eps in cls_attention_scores, so that head alone decided the kept set),
+    and both paths keep the same tokens."""
+    q, k, v = qkv(batch=2, heads=2)
+    k = k.clone()
+    # head 1: the CLS query points away from every key -> negative row sum
+    k[:, 1] = -q[:, 1, :1].sign() * k[:, 1].abs()
+    kwargs = dict(seq_len=SEQ, feature_map='identity', pos_weight=None)
+    rows = (q[:, :, :1] @ k.transpose(-2, -1))[:, :, 0]  # (B, H, N)
+    assert (rows[:, 1].sum(-1) < 0).all()
+    attn = rows / rows.sum(-1, keepdim=True)
+    expected = attn.sum(1)[:, 1:].clamp(min=0)
+    expected = expected / expected.sum(-1, keepdim=True)
+    scores = cls_attention_scores(q[:, :, 0], k, **kwargs)
+    torch.testing.assert_close(scores, expected)
+    _, index, kept = e_attention(q, k, v, 12, **kwargs)
+    ref_kept, ref_mask = sample_tokens(scores, 12)
+    assert torch.equal(index[:, 1:][kept[:, 1:]], (ref_kept + 1)[ref_mask])
+
+
+@pytest.mark.parametrize('train_draws', ['systematic', 'independent'])
+def test_fused_training_draws_follow_train_draws(train_draws):
+    q, k, v = qkv()
+    gen = torch.Generator().manual_seed(0)
+    _, index, kept = e_attention(
+        q, k, v, 14, deterministic=False, generator=gen,
+        train_draws=train_draws)
+    scores = cls_attention_scores(q[:, :, 0], k)
+    gen = torch.Generator().manual_seed(0)
+    ref_kept, ref_mask = sample_tokens(
+        scores, 14, deterministic=False, generator=gen,
+        train_draws=train_draws)
+    assert torch.equal(index[:, 1:][kept[:, 1:]], (ref_kept + 1)[ref_mask])

@@ -339,3 +339,88 @@ def test_static_layout_is_taken_while_tracing():
     for row in range(2):
         assert index[row][mask[row]].tolist() == \
             eager_index[row][eager_mask[row]].tolist()
+
+
+def test_systematic_draws_are_the_grid_shifted_by_one_offset():
+    """u_k = (k + U) / R with one U per image: at U = 1/2 the evaluation
+    grid; against searchsorted at the same draws for any U."""
+    from mmceformer.ops import systematic_inverse_cdf
+    probs = random_scores(batch=3, num=30)
+    torch.testing.assert_close(
+        grid_inverse_cdf(probs, 17, torch.full((3, 1), 0.5)),
+        grid_inverse_cdf(probs, 17))
+    gen = torch.Generator().manual_seed(0)
+    index = systematic_inverse_cdf(probs, 17, gen)
+    offset = torch.rand(3, 1, generator=torch.Generator().manual_seed(0))
+    u = (torch.arange(17) + offset.double()) / 17  # (B, R)
+    cdf = probs.double().cumsum(-1)
+    expected = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    assert torch.equal(index, expected)
+
+
+def test_systematic_draws_keep_the_grid_count_and_every_heavy_token():
+    """A token with share p of the score is kept with probability
+    min(1, p R) by systematic draws, so their expected count of distinct
+    tokens is sum_j min(1, p_j R), which the evaluation grid (one offset,
+    1/2) meets too; independent draws keep about 1 - 1/e of R on flat
+    scores. A token with at least 1/R of the score is always kept."""
+    gen = torch.Generator().manual_seed(0)
+    for concentration in (0.3, 1.0, 10.0):
+        probs = torch.distributions.Gamma(concentration, 1.).sample((8, 196))
+        share = probs / probs.sum(-1, keepdim=True)
+        expected = (share * 137).clamp(max=1).sum(-1)  # (B,)
+        _, grid_mask = sample_tokens(probs, 137)
+        heavy = share >= 1 / 137
+        counts = []
+        for _ in range(20):
+            index, mask = sample_tokens(
+                probs, 137, deterministic=False, generator=gen, static=True)
+            counts.append(mask.sum(-1).float())
+            kept = torch.zeros(heavy.shape).scatter_add(1, index,
+                                                        mask.float())
+            assert (kept[heavy] > 0).all()
+        mean = torch.stack(counts).mean(0)
+        assert ((mean / expected - 1).abs() < 0.03).all(), (mean, expected)
+        grid = grid_mask.sum(-1).float()  # one offset: within a few tokens
+        assert (grid.mean() / expected.mean() - 1).abs() < 0.03
+    flat = torch.ones(8, 196)
+    _, flat_independent = sample_tokens(
+        flat, 137, deterministic=False, generator=gen,
+        train_draws='independent')
+    assert flat_independent.sum(-1).float().mean() < 0.8 * 137
+
+
+def test_bad_train_draws_raises():
+    with pytest.raises(ValueError, match='train_draws'):
+        sample_tokens(random_scores(), 5, train_draws='stratified')
+
+
+@pytest.mark.parametrize('score,kernel', [('cls', 'linear'),
+                                          ('cls_v', 'softmax'),
+                                          ('all', 'linear'),
+                                          ('all', 'softmax')])
+def test_scores_hold_no_autograd_graph(score, kernel):
+    """Scores only pick indices: none is differentiable, and 'all' keeps no
+    (Nq x Nk) similarities for a backward that never comes."""
+    q, k, v = (t.requires_grad_() for t in qkv())
+    scores = cls_attention_scores(
+        q[:, :, 0], k, v, q=q, kernel=kernel, score=score)
+    assert not scores.requires_grad and scores.grad_fn is None
+
+
+def test_all_score_with_masks_and_positions_equals_explicit_rows():
+    """The O(N) 'all' of the linear kernel with padded keys and queries and
+    the cos re-weighting: the explicit rows of the valid queries, summed."""
+    q, k, _ = qkv(batch=2, num=11)
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    mask[1, 7:] = False
+    scores = cls_attention_scores(
+        q[:, :, 0], k, q=q, kernel='linear', score='all', key_mask=mask,
+        query_mask=mask)
+    for b, n in enumerate((11, 7)):
+        rows = explicit_rows(q[b:b + 1, :, :n], k[b:b + 1, :, :n],
+                             'linear', seq_len=11)  # (1, H, n, n)
+        received = rows.sum(2).sum(1)[:, 1:]
+        torch.testing.assert_close(
+            scores[b:b + 1, :n - 1], received / received.sum(-1, keepdim=True))
+        assert (scores[b, n - 1:] == 0).all()

@@ -133,7 +133,7 @@ def test_gpu_check_smoke_run_on_cpu(capsys):
     printed = capsys.readouterr().out
     assert '[FAIL]' not in printed and 'all checks passed' in printed
     # every backbone variant took its AMP training step
-    assert printed.count('ESwinTransformer eattn attn_scope=stage') == 1
+    assert printed.count('EAttentionSwin eattn attn_scope=stage') == 1
 
 
 @pytest.mark.mmcv_ops  # trains Mask R-CNN
@@ -164,3 +164,35 @@ def test_benchmark_train_step_trains_both_models(tmp_path):
     assert 'loss_cls' in losses and not torch.equal(before, weight)
     with pytest.raises(ValueError, match='--steps'):
         benchmark_train_step.main(['x.py', '--steps', '0'])
+
+
+def test_token_budget_matches_train_and_eval_counts(shrink_config, capsys):
+    from token_budget import budget, main
+    cfg = config('cls_deit_s_eattn_in1k.py', shrink_config)
+    result = budget(cfg, shape=(64, 64), batch=4, repeats=3)
+    assert result['blocks'] == [3]  # the tiny ViT has 4 blocks
+    assert set(result['train']) == {'systematic', 'independent'}
+    ev = result['eval'][0]
+    assert 0 < ev <= 11  # R = round(0.7 * 16)
+    assert abs(result['train']['systematic'][0] / ev - 1) < 0.15
+    assert result['train']['independent'][0] < result['train'][
+        'systematic'][0]
+    with pytest.raises(ValueError, match='does not sample'):
+        budget(config('cls_deit_s_softmax_in1k.py', shrink_config),
+               shape=(64, 64))
+    with pytest.raises(SystemExit):
+        main([str(ROOT / 'configs' / 'cls_deit_s_eattn_in1k.py'),
+              '--repeats', '0'])
+
+
+def test_score_memory_every_score_keeps_what_cls_keeps():
+    """No score holds an autograd graph: 'all' (O(N^2) similarities in
+    softmax mode before) and 'random' save what 'cls' saves."""
+    from score_memory import measure as saved
+    result = saved(tokens=300, dims=32, heads=2, batch=1)
+    for mode in ('prune', 'eattn'):
+        base = result[mode, 'cls']
+        assert base > 0
+        for score in ('cls_v', 'all', 'random'):
+            assert result[mode, score] <= base * 1.01, (mode, score, result)
+

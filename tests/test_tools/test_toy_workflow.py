@@ -209,8 +209,10 @@ def test_toy_configs_share_the_backbone():
     cls_backbone = Config.fromfile(str(CLS_CONFIG)).model.backbone.to_dict()
     det_backbone = Config.fromfile(str(DET_CONFIG)).model.backbone.to_dict()
     # What a classifier needs differs; the parameters do not depend on it
-    # (pos_embed is resized on loading).
-    for key in ('out_type', 'prune_mode', 'init_cfg', 'img_size'):
+    # (pos_embed is resized on loading; norm_eval freezes the stem BN's
+    # statistics in detection, requires_grad=True is BN's default).
+    for key in ('out_type', 'prune_mode', 'init_cfg', 'img_size',
+                'norm_eval', 'stem_norm_cfg'):
         cls_backbone.pop(key, None)
         det_backbone.pop(key, None)
     assert cls_backbone == det_backbone

@@ -26,6 +26,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.utils import (build_norm_layer, resize_pos_embed,
                                      to_2tuple)
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmceformer.ops import (check_choice, gather_tokens, grid_to_tokens,
                             tokens_to_grid)
@@ -38,18 +39,35 @@ class ConvStem(BaseModule):
     """C4: Conv 7x7 stride 2 -> BN -> ReLU -> MaxPool 3x3 stride 2 ->
     Conv 4x4 stride 4: (B, 3, H, W) -> (B, C, H/16, W/16).
 
+    Initialised as mmpretrain's ResNet stem: Kaiming normal (fan_out, ReLU)
+    convolutions, BatchNorm weight 1 and bias 0.
+
     ``deploy=True`` (or :meth:`switch_to_deploy`): the BatchNorm folded
-    into the convolution, which then has a bias (exact in eval mode)."""
+    into the convolution, which then has a bias (exact in eval mode).
+
+    Args:
+        norm_cfg (dict): the norm after the 7x7 conv, e.g. ``dict(type='BN',
+            requires_grad=True)`` or ``dict(type='SyncBN')``.
+    """
 
     def __init__(self,
                  in_channels: int,
                  stem_channels: int,
                  embed_dims: int,
-                 deploy: bool = False):
-        super().__init__()
+                 deploy: bool = False,
+                 norm_cfg=dict(type='BN')):
+        super().__init__(init_cfg=[
+            dict(
+                type='Kaiming',
+                layer='Conv2d',
+                mode='fan_out',
+                nonlinearity='relu'),
+            dict(type='Constant', layer='_BatchNorm', val=1., bias=0.),
+        ])
         self.conv = nn.Conv2d(
             in_channels, stem_channels, 7, stride=2, padding=3, bias=deploy)
-        self.bn = nn.Identity() if deploy else nn.BatchNorm2d(stem_channels)
+        self.bn = nn.Identity() if deploy else build_norm_layer(
+            norm_cfg, stem_channels)
         self.act = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
         self.proj = nn.Conv2d(stem_channels, embed_dims, 4, stride=4)
@@ -234,6 +252,13 @@ class CEFormerBlock(BaseModule):
                                ffn_residual, seq_len, grid_size)
 
 
+def _is_pretrained(init_cfg) -> bool:
+    """Whether an ``init_cfg`` (dict or list) loads a checkpoint."""
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return any(
+        isinstance(c, dict) and c.get('type') == 'Pretrained' for c in cfgs)
+
+
 @register_model
 class CEFormer(BaseBackbone):
     """CEFormer backbone (thesis chapter 4, table 4-2).
@@ -271,6 +296,11 @@ class CEFormer(BaseBackbone):
         drop_rate (float): dropout after attention and in the FFN.
         drop_path_rate (float): stochastic depth, linear over the blocks.
         norm_cfg (dict): token norm.
+        stem_norm_cfg (dict): the stem's norm (C4), BatchNorm by default;
+            ``dict(type='SyncBN')`` synchronises it across GPUs.
+        norm_eval (bool): keep every BatchNorm (the stem's) in eval mode
+            while training: running statistics frozen, as mmdet's BN
+            backbones are at a few images per GPU. Default False.
         with_cp (bool): activation checkpointing of every block in training
             (recomputed in backward, random draws replayed), as mmpretrain's
             backbones offer; saves memory at the cost of time.
@@ -278,8 +308,13 @@ class CEFormer(BaseBackbone):
             :meth:`switch_to_deploy` makes: merged C2/C3 kernels, the stem's
             BN folded), e.g. to load a checkpoint converted by
             ``tools/model_converters/reparameterize_model.py``.
-        init_cfg (dict | list | None): mmengine initialisation, e.g.
-            ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
+        init_cfg (dict | list | None): mmengine initialisation; default the
+            ViT recipe (:attr:`DEFAULT_INIT_CFG`: Linear truncated normal
+            std 0.02 and bias 0, LayerNorm 1 / 0; the stem as mmpretrain's
+            ResNet stem; CLS token and position embedding truncated normal
+            std 0.02; depthwise convolutions PyTorch's default). Anything
+            given replaces it, e.g. ``dict(type='Pretrained',
+            checkpoint=..., prefix='backbone.')``.
 
     Input (B, 3, H, W), H and W divisible by 16 (mmdet pads to 32).
     """
@@ -290,6 +325,12 @@ class CEFormer(BaseBackbone):
     }
     OUT_TYPES = ('cls_token', 'avg_featmap', 'featmap', 'pyramid')
     num_extra_tokens = 1  # CLS
+    #: The ViT recipe (timm, DeiT), so that any config gets it, not only
+    #: the classifiers that inherit mmpretrain's DeiT ``init_cfg``.
+    DEFAULT_INIT_CFG = [
+        dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
+        dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
+    ]
 
     def __init__(self,
                  arch='s',
@@ -305,6 +346,7 @@ class CEFormer(BaseBackbone):
                  prune_layers: Optional[Sequence[int]] = None,
                  score: str = 'cls',
                  select: str = 'inverse_cdf',
+                 train_draws: str = 'systematic',
                  prune_mode: str = 'drop',
                  feature_map: str = 'elu1',
                  pos_weight: Optional[str] = '1d',
@@ -313,9 +355,13 @@ class CEFormer(BaseBackbone):
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  norm_cfg=dict(type='LN', eps=1e-6),
+                 stem_norm_cfg=dict(type='BN'),
+                 norm_eval: bool = False,
                  with_cp: bool = False,
                  deploy: bool = False,
                  init_cfg=None):
+        if init_cfg is None:
+            init_cfg = [dict(c) for c in self.DEFAULT_INIT_CFG]
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
             check_choice('arch', arch.lower(), tuple(self.arch_zoo))
@@ -338,6 +384,7 @@ class CEFormer(BaseBackbone):
         self.attn_mode = attn_mode
         self.out_type = out_type
         self.with_cp = with_cp
+        self.norm_eval = norm_eval
         self.deploy = deploy
         self.prune_layers = resolve_prune_layers(prune_layers, self.depth)
 
@@ -347,7 +394,8 @@ class CEFormer(BaseBackbone):
                              f'per 16x16 pixels), got {img_size}')
         if use_c4:
             self.patch_embed = ConvStem(in_channels, stem_channels,
-                                        self.embed_dims, deploy)
+                                        self.embed_dims, deploy,
+                                        stem_norm_cfg)
         else:
             self.patch_embed = nn.Conv2d(
                 in_channels, self.embed_dims, 16, stride=16)
@@ -378,6 +426,8 @@ class CEFormer(BaseBackbone):
                     keep_ratio=keep_ratio,
                     score=score,
                     select=select,
+                    train_draws=train_draws,
+                    eval_seed=i,
                     prune_mode=prune_mode,
                     feature_map=feature_map,
                     pos_weight=pos_weight,
@@ -392,8 +442,7 @@ class CEFormer(BaseBackbone):
 
     def init_weights(self):
         super().init_weights()
-        if not (isinstance(self.init_cfg, dict)
-                and self.init_cfg.get('type') == 'Pretrained'):
+        if not _is_pretrained(self.init_cfg):
             trunc_normal_(self.pos_embed, std=0.02)
             trunc_normal_(self.cls_token, std=0.02)
 
@@ -439,7 +488,12 @@ class CEFormer(BaseBackbone):
                 'CEFormer is in deploy form (switch_to_deploy() or '
                 'deploy=True): its folded BatchNorm and merged kernels '
                 'cannot be trained; build it with deploy=False to train')
-        return super().train(mode)
+        super().train(mode)
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
 
     def get_layer_depth(self, param_name: str, prefix: str = ''):
         """Layer-wise depth of a parameter, for mmpretrain's layer-wise

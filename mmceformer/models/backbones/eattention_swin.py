@@ -98,11 +98,16 @@ class WindowEAttention(EAttention):
 
     def forward_windows(self,
                         x: Tensor,
-                        mask: Optional[Tensor] = None) -> EAttentionOutput:
+                        mask: Optional[Tensor] = None,
+                        sample_mask: Optional[Tensor] = None
+                        ) -> EAttentionOutput:
         """
         Args:
             x (Tensor): (B * W, N, C) window tokens, N = window area.
             mask (Tensor | None): (W, N, N) shift mask, 0 or negative.
+            sample_mask (Tensor | None): (B * W, N) bool, False on padded
+                cells: they stay keys of the attention, as in mmpretrain's
+                windows, but are never drawn nor part of the mean query.
 
         Returns:
             EAttentionOutput: outputs and, on pruning layers, the kept
@@ -118,7 +123,10 @@ class WindowEAttention(EAttention):
                                    -1).reshape(windows, self.num_heads, num,
                                                num)
             return super().forward(
-                x, grid_size=self.window_size, attn_bias=bias)
+                x,
+                grid_size=self.window_size,
+                attn_bias=bias,
+                sample_mask=sample_mask)
         group = None
         if mask is not None:
             group = groups_from_block_mask(mask)  # (W, N)
@@ -127,7 +135,8 @@ class WindowEAttention(EAttention):
             x,
             grid_size=self.window_size,
             token_group=group,
-            num_groups=self.MAX_REGIONS)
+            num_groups=self.MAX_REGIONS,
+            sample_mask=sample_mask)
 
     def forward_map(self, x: Tensor, hw_shape) -> EAttentionOutput:
         """Attention over every token of a whole map, no windows
@@ -177,6 +186,8 @@ class EAttentionSwin(SwinTransformer):
         score (str): ``'cls'`` (the mean query's attention), ``'cls_v'``,
             ``'all'``, ``'random'``.
         select (str): ``'inverse_cdf'`` or ``'topk'``.
+        train_draws (str): ``'systematic'`` or ``'independent'``, the random
+            draws of training (see :class:`EAttention`).
         prune_mode (str): only ``'skip'``: pruned tokens skip the block
             (attention and FFN) and stay, so every map stays dense.
         feature_map (str): ``'elu1'`` or ``'identity'``.
@@ -207,6 +218,7 @@ class EAttentionSwin(SwinTransformer):
                  prune_layers: Optional[Sequence[int]] = None,
                  score: str = 'cls',
                  select: str = 'inverse_cdf',
+                 train_draws: str = 'systematic',
                  prune_mode: str = 'skip',
                  feature_map: str = 'elu1',
                  pos_weight: Optional[str] = '1d',
@@ -235,6 +247,8 @@ class EAttentionSwin(SwinTransformer):
                 keep_ratio=keep_ratio,
                 score=score,
                 select=select,
+                train_draws=train_draws,
+                eval_seed=i,
                 prune_mode=prune_mode,
                 feature_map=feature_map,
                 pos_weight=pos_weight)
@@ -386,7 +400,11 @@ class EAttentionSwin(SwinTransformer):
         windows = shift_msa.window_partition(x, window).view(
             -1, window**2, channels)
         cell = shift_msa.window_partition(cell, window).view(-1, window**2)
-        result = shift_msa.w_msa.forward_windows(windows, mask=attn_mask)
+        sample_mask = None
+        if pad_r or pad_b:  # (W, N) -> (B * W, N): real cells only
+            sample_mask = (cell >= 0).repeat(batch, 1)
+        result = shift_msa.w_msa.forward_windows(
+            windows, mask=attn_mask, sample_mask=sample_mask)
         out = place_tokens(result.index, result.x, result.mask, window**2,
                            windows.dtype)
         out = shift_msa.window_reverse(

@@ -45,6 +45,8 @@ class EAttentionViT(VisionTransformer):
             default every block from the 4th on.
         score (str): ``'cls'``, ``'cls_v'``, ``'all'`` or ``'random'``.
         select (str): ``'inverse_cdf'`` or ``'topk'``.
+        train_draws (str): ``'systematic'`` or ``'independent'``, the random
+            draws of training (see :class:`EAttention`).
         prune_mode (str): ``'drop'`` (classification) or ``'skip'`` (dense
             outputs: every map is the full grid).
         feature_map (str): ``'elu1'`` or ``'identity'`` (linear kernel).
@@ -72,6 +74,7 @@ class EAttentionViT(VisionTransformer):
                  prune_layers: Optional[Sequence[int]] = None,
                  score: str = 'cls',
                  select: str = 'inverse_cdf',
+                 train_draws: str = 'systematic',
                  prune_mode: str = 'drop',
                  feature_map: str = 'elu1',
                  pos_weight: Optional[str] = '1d',
@@ -107,6 +110,8 @@ class EAttentionViT(VisionTransformer):
                 keep_ratio=keep_ratio,
                 score=score,
                 select=select,
+                train_draws=train_draws,
+                eval_seed=i,
                 prune_mode=prune_mode,
                 feature_map=feature_map,
                 pos_weight=pos_weight,

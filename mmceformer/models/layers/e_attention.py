@@ -24,7 +24,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmceformer.ops import (FEATURE_MAPS, POS_WEIGHTS, SCORES, SELECTS,
-                            check_choice, check_keep_ratio,
+                            TRAIN_DRAWS, check_choice, check_keep_ratio,
                             cls_attention_scores, e_attention, gather_tokens,
                             grid_to_tokens, linear_attention, num_kept_tokens,
                             sample_tokens, tokens_to_grid, with_prefix)
@@ -68,6 +68,15 @@ class EAttention(BaseModule):
             number of non-prefix tokens is the number of draws.
         score (str): token score, one of ``SCORES`` (SPEC 2.2).
         select (str): ``'inverse_cdf'`` (thesis) or ``'topk'``.
+        train_draws (str): the random draws of ``'inverse_cdf'`` in training
+            (evaluation takes the grid ``u_k = (k + 1/2) / R``):
+            ``'systematic'`` (default, ``u_k = (k + U) / R``, one uniform
+            offset per image: as many distinct tokens as the grid keeps)
+            or ``'independent'`` (R independent uniforms, which collide and
+            keep fewer tokens in training than in evaluation).
+        eval_seed (int): seed of the scores of ``score='random'`` in
+            evaluation, so that evaluation repeats (training draws from
+            torch's global generator); backbones give each layer its own.
         prune_mode (str): ``'drop'`` (pruned tokens leave the sequence, for
             classification) or ``'skip'`` (they skip the block, for dense
             outputs). The attention itself is the same; the block reads it.
@@ -118,12 +127,15 @@ class EAttention(BaseModule):
                  eps: float = 1e-6,
                  value_conv: bool = False,
                  static_shapes: Optional[bool] = None,
+                 train_draws: str = 'systematic',
+                 eval_seed: int = 0,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         check_choice('attn_mode', attn_mode, ATTN_MODES)
         check_choice('score', score, SCORES)
         check_choice('select', select, SELECTS)
         check_choice('prune_mode', prune_mode, PRUNE_MODES)
+        check_choice('train_draws', train_draws, TRAIN_DRAWS)
         check_choice('feature_map', feature_map, FEATURE_MAPS)
         check_choice('pos_weight', pos_weight, POS_WEIGHTS)
         check_keep_ratio(keep_ratio)
@@ -152,6 +164,8 @@ class EAttention(BaseModule):
         self.num_prefix_tokens = num_prefix_tokens
         self.eps = eps
         self.static_shapes = static_shapes
+        self.train_draws = train_draws
+        self.eval_seed = int(eval_seed)
 
         # The module tree of mmpretrain's MultiheadAttention, in its order,
         # so that code written against it (and optimizer states, which
@@ -201,7 +215,8 @@ class EAttention(BaseModule):
                 token_mask: Optional[Tensor] = None,
                 attn_bias: Optional[Tensor] = None,
                 token_group: Optional[Tensor] = None,
-                num_groups: Optional[int] = None) -> EAttentionOutput:
+                num_groups: Optional[int] = None,
+                sample_mask: Optional[Tensor] = None) -> EAttentionOutput:
         """
         Args:
             x (Tensor): (B, N, C) tokens, prefix tokens first.
@@ -222,6 +237,10 @@ class EAttention(BaseModule):
                 (the linear form of Swin's shifted-window mask).
             num_groups (int | None): bound on the ``token_group`` ids
                 (default: read from them, a host sync).
+            sample_mask (Tensor | None): (B, N) bool, the tokens that may be
+                drawn and that form the mean score query (no prefix); default
+                ``token_mask``. Swin's padded window cells are keys of the
+                attention (as in mmpretrain) but not candidates.
 
         Returns:
             EAttentionOutput: outputs, and which tokens they belong to.
@@ -270,14 +289,16 @@ class EAttention(BaseModule):
                 num_groups=num_groups,
                 select=self.select,
                 deterministic=not self.training,
+                train_draws=self.train_draws,
                 eps=self.eps,
                 static=self.static_shapes,
                 validate=False)
             q_pos, q_mask = gather_tokens(all_pos, index), mask
         else:
             if self.prune_tokens:
-                index, mask = self._sample(q, k, v, pos, seq_len, grid_size,
-                                           token_mask)
+                index, mask = self._sample(
+                    q, k, v, pos, seq_len, grid_size, token_mask,
+                    token_mask if sample_mask is None else sample_mask)
                 # (B, H, N, D) -> (B, H, P + R', D): kept queries only
                 q = gather_tokens(q.transpose(1, 2), index).transpose(1, 2)
                 q_pos, q_mask = gather_tokens(all_pos, index), mask
@@ -354,20 +375,26 @@ class EAttention(BaseModule):
             attn_mask=mask,
             dropout_p=self.attn_drop_rate if self.training else 0.)
 
-    def _sample(self, q, k, v, pos, seq_len, grid_size, token_mask):
+    @torch.no_grad()
+    def _sample(self, q, k, v, pos, seq_len, grid_size, token_mask,
+                sample_mask):
         """Score the tokens from the CLS (or mean) query's attention row and
-        draw the kept set; returns index and mask, (B, P + R') each."""
+        draw the kept set among ``sample_mask``; returns index and mask,
+        (B, P + R') each. Nothing here is differentiable (indices)."""
         prefix = self.num_prefix_tokens
         if prefix:
             q_score = q[:, :, 0]
             q_score_pos = 0 if pos is None else pos[..., 0]
         else:  # Swin: the mean query plays the CLS role (SPEC 2.4)
-            if token_mask is None:
+            if sample_mask is None:
                 q_score = q.mean(2)
             else:
-                weights = token_mask[:, None, :, None].to(q.dtype)
+                weights = sample_mask[:, None, :, None].to(q.dtype)
                 q_score = (q * weights).sum(2) / weights.sum(2).clamp(min=1)
             q_score_pos = None
+        generator = None
+        if self.score == 'random' and not self.training:
+            generator = torch.Generator(q.device).manual_seed(self.eval_seed)
         scores = cls_attention_scores(
             q_score,
             k,
@@ -376,7 +403,7 @@ class EAttention(BaseModule):
             kernel=self.kernel,
             score=self.score,
             key_mask=token_mask,
-            query_mask=token_mask,
+            query_mask=sample_mask,
             num_prefix_tokens=prefix,
             q_cls_pos=q_score_pos,
             q_pos=pos,
@@ -387,9 +414,10 @@ class EAttention(BaseModule):
             grid_size=grid_size,
             scale=self.scale,
             eps=self.eps,
-            validate=False)  # (B, N - P)
+            generator=generator,
+            validate=False)  # (B, N - P), no gradient
         num_draws = num_kept_tokens(self.keep_ratio, seq_len - prefix)
-        valid = None if token_mask is None else token_mask[:, prefix:]
+        valid = None if sample_mask is None else sample_mask[:, prefix:]
         kept, kept_mask = sample_tokens(
             scores,
             num_draws,
@@ -397,6 +425,7 @@ class EAttention(BaseModule):
             select=self.select,
             deterministic=not self.training,
             static=self.static_shapes,
-            validate=False)  # (B, R') each; scores >= 0 by construction
+            validate=False,
+            train_draws=self.train_draws)  # (B, R') each; scores >= 0
         index, mask = with_prefix(kept, kept_mask, prefix)  # (B, P + R')
         return index, mask
