@@ -13,6 +13,11 @@
 3. Speed: ``tools/benchmark_attention.py`` on the device, and DeiT-S with
    E-Attention / CEFormer-S against mmpretrain's DeiT-S (backbones, eval,
    bf16 autocast) at 800x1344, as latency ratios from one interleaved run.
+4. Whole detectors as ``tools/analysis/benchmark_detector.py`` times them
+   (their test pipelines on a 1333x800 image, batch 1, fp32, random
+   weights): the Deformable DETR rows of thesis table 3-6 and Mask R-CNN
+   CEFormer-S against mmdet's own Swin-T and ResNet-50 Mask R-CNN, images/s
+   and ratios in one interleaved run (the GPU column of docs/tables.md).
 
 Prints what it measured and exits non-zero if a check fails. Nothing in the
 project depends on it having run.
@@ -35,6 +40,7 @@ from mmceformer.utils.complexity import interleaved_latency
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'analysis'))
 
 
 def check(name, ok, detail=''):
@@ -192,6 +198,58 @@ def speed(device, shape, repeats, lengths):
     return True
 
 
+#: (name, config) of the whole-detector speed check: table 3-6's DeiT-S and
+#: Swin-T rows, and table 4-7's CEFormer-S against mmdet's own detectors.
+DETECTORS = (
+    ('Deformable DETR DeiT-S softmax',
+     'configs/deformable_detr_deit_s_softmax_coco.py'),
+    ('Deformable DETR DeiT-S E-Attention',
+     'configs/deformable_detr_deit_s_eattn_coco.py'),
+    ('Deformable DETR Swin-T softmax',
+     'configs/deformable_detr_swin_t_softmax_coco.py'),
+    ('Deformable DETR Swin-T E-Attention',
+     'configs/deformable_detr_swin_t_eattn_coco.py'),
+    ('Mask R-CNN Swin-T (mmdet)',
+     'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'),
+    ('Mask R-CNN R-50 (mmdet)', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'),
+    ('Mask R-CNN CEFormer-S', 'configs/mask_rcnn_ceformer_s_coco.py'),
+)
+
+
+def detector_speed(device, quick):
+    """Images/s of whole detectors, interleaved; with ``quick`` a 400x240
+    image resized to 427x256 (a smoke run of the same code; Swin's 7x7
+    windows need 224 pixels at least)."""
+    print('4. whole detectors on', device)
+    from benchmark_detector import benchmark, synthetic_image, table
+
+    from mmceformer.utils import shipped_config
+    configs = []
+    for _, path in DETECTORS:
+        if path.startswith('mmdet::'):
+            import mmdet
+            path = os.path.join(
+                os.path.dirname(mmdet.__file__), '.mim', 'configs',
+                path[len('mmdet::'):])
+        else:
+            path = shipped_config(path[len('configs/'):])
+        cfg = Config.fromfile(path)
+        if quick:
+            for step in cfg.test_dataloader.dataset.pipeline:
+                if step['type'] == 'Resize':
+                    step['scale'] = (448, 256)
+        configs.append(cfg)
+    image = synthetic_image(400, 240) if quick else synthetic_image(1333, 800)
+    results = benchmark(
+        configs,
+        image,
+        repeats=1 if quick else 10,
+        warmup=0 if quick else 2,
+        device=device.type)
+    print(table([name for name, _ in DETECTORS], results))
+    return check('every detector ran', all(r['fps'] > 0 for r in results))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda')
@@ -212,6 +270,7 @@ def main(argv=None):
         ok &= speed(device, (64, 96), 1, [197])
     else:
         ok &= speed(device, (800, 1344), 10, [197, 1024, 4096, 16384])
+    ok &= detector_speed(device, args.quick)
     print(f'# {"all checks passed" if ok else "FAILED"} in '
           f'{time.time() - start:.0f} s')
     return 0 if ok else 1

@@ -54,6 +54,13 @@ def test_measure_detector_reports_backbone_and_whole(shrink_config):
         config('mask_rcnn_ceformer_s_coco.py', shrink_config), (128, 160))
     assert 0 < result['backbone_macs'] < result['macs']
     assert 0 < result['backbone_params'] < result['params']
+    # the parts add up to the whole; backbone + neck is extract_feat's
+    parts = result['parts']
+    assert {'backbone', 'neck', 'rpn_head', 'roi_head', 'other'} <= set(parts)
+    assert all(parts[p] > 0 for p in ('backbone', 'neck', 'rpn_head',
+                                      'roi_head'))
+    assert sum(v for k, v in parts.items() if k != 'total') == result['macs']
+    assert parts['backbone'] + parts['neck'] == result['backbone_macs']
 
 
 @pytest.mark.mmcv_ops  # builds Mask R-CNN
@@ -94,6 +101,16 @@ def test_reproduce_tables_rows(shrink_config):
     assert '(17.5)' in text and '(201)' in text  # thesis figures beside
     # tiny models are far from the thesis: rows say so
     assert 'disagrees by' in text
+
+
+def test_reproduce_tables_keeps_the_timed_tables(tmp_path, monkeypatch):
+    import reproduce_tables
+    monkeypatch.setattr(reproduce_tables, 'build_tables', lambda: 'new\n')
+    out = tmp_path / 'tables.md'
+    out.write_text('old\n' + reproduce_tables.TIMED_MARKER + '\ntimed\n')
+    reproduce_tables.main(['--out', str(out)])
+    assert out.read_text() == ('new\n\n' + reproduce_tables.TIMED_MARKER +
+                               '\ntimed\n')
 
 
 def test_plot_scaling_writes_png(tmp_path):
@@ -196,3 +213,35 @@ def test_score_memory_every_score_keeps_what_cls_keeps():
         for score in ('cls_v', 'all', 'random'):
             assert result[mode, score] <= base * 1.01, (mode, score, result)
 
+
+@pytest.mark.mmcv_ops  # builds Mask R-CNN and Deformable DETR
+def test_benchmark_detector_times_the_test_pipeline_and_parts(
+        shrink_config, capsys):
+    """Tiny detectors through their own test pipelines (the resize scaled
+    down to keep the test short): a positive FPS each, ratios against the
+    first, the parts of each detector timed and within its total."""
+    from benchmark_detector import benchmark, synthetic_image, table
+    names = ['mask_rcnn_ceformer_s_coco.py', 'deformable_detr_deit_s_eattn_coco.py']
+    configs = []
+    for name in names:
+        cfg = config(name, shrink_config)
+        for step in cfg.test_dataloader.dataset.pipeline:
+            if step['type'] == 'Resize':
+                step['scale'] = (160, 96)
+        configs.append(cfg)
+    image = synthetic_image(200, 120)
+    results = benchmark(configs, image, repeats=2, warmup=1)
+    assert results[0]['ratio'] == 1.0
+    for result in results:
+        assert result['fps'] > 0 and result['seconds'] > 0
+        assert result['parts']['backbone'] > 0
+        # medians of each part: they add up to about the median total
+        assert sum(result['parts'].values()) == pytest.approx(
+            result['seconds'], rel=0.25)
+    assert results[1]['ratio'] == pytest.approx(
+        results[1]['fps'] / results[0]['fps'])
+    assert {'rpn_head', 'roi_head'} <= set(results[0]['parts'])
+    assert {'encoder', 'decoder'} <= set(results[1]['parts'])
+    assert 'encoder' in table(names, results)
+    with pytest.raises(ValueError, match='checkpoints'):
+        benchmark(configs, image, checkpoints=[None], repeats=1)

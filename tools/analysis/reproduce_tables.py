@@ -9,6 +9,10 @@ thesis's, marked "(thesis)". Params and MACs are measured here from our
 configs (random weights: the number of tokens that pruning keeps depends on
 the attention, so a trained model may keep fewer). A row whose measured
 figure differs from the thesis's by more than 10% says so.
+
+The whole-detector speed tables (3-6 and 4-7's FPS, timed by
+``tools/analysis/benchmark_detector.py``) follow :data:`TIMED_MARKER` in
+the output file; they are kept as they are when the file is rewritten.
 """
 import argparse
 import os
@@ -165,6 +169,10 @@ def build_tables(
     return '\n'.join(parts)
 
 
+#: Where the timed tables start in docs/tables.md (kept on rewriting).
+TIMED_MARKER = '<!-- timed tables: tools/analysis/benchmark_detector.py -->'
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', default=osp.join(ROOT, 'docs', 'tables.md'))
@@ -172,8 +180,14 @@ def main(argv=None):
     text = build_tables()
     print(text)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
+    timed = ''
+    if osp.exists(args.out):
+        with open(args.out) as f:
+            old = f.read()
+        if TIMED_MARKER in old:
+            timed = '\n' + old[old.index(TIMED_MARKER):]
     with open(args.out, 'w') as f:
-        f.write(text)
+        f.write(text + timed)
     return text
 
 

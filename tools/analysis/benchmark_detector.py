@@ -1,0 +1,250 @@
+"""Whole-detector inference speed in mmdet's convention, several configs
+interleaved in one run, and where each detector's time goes.
+
+    python tools/analysis/benchmark_detector.py CONFIG [CONFIG ...] \
+        [--checkpoints CKPT ...] [--image IMG | --image-size 1333 800] \
+        [--repeats 5] [--warmup 2] [--fuse-conv-bn] [--device cuda] \
+        [--cfg-options model.backbone.keep_ratio=0.5]
+
+As mmdet's ``InferenceBenchmark``: the image goes through each config's own
+test pipeline (resize to 1333x800 keeping the ratio, padding to the
+preprocessor's divisor), one image per batch, ``model.test_step``, warm-up
+rounds first, then the median seconds per image and its images/s. Unlike
+it, the configs run interleaved image by image, so that they share the
+machine's state, and each is printed as a ratio to the first. Random
+weights unless a checkpoint is given (the kept-token counts of token
+sampling depend on the weights: say which were used).
+
+The time is split into the detector's parts, timed around their calls:
+``backbone``, ``neck``, the two-stage heads (``rpn_head``, ``roi_head``) or
+Deformable DETR's ``encoder``, ``decoder`` and ``bbox_head``, and
+``other`` (preprocessing, the transformer's pre/post steps, result
+packing): a ratio the backbone cannot move shows as such.
+"""
+import argparse
+import copy
+import functools
+import logging
+import statistics
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+
+import mmceformer  # noqa: F401
+
+#: (part, attribute of the detector, method timed)
+PARTS = (('backbone', 'backbone', 'forward'), ('neck', 'neck', 'forward'),
+         ('rpn_head', 'rpn_head', 'predict'), ('roi_head', 'roi_head',
+                                               'predict'),
+         ('encoder', 'encoder', 'forward'), ('decoder', 'decoder',
+                                              'forward'),
+         ('bbox_head', 'bbox_head', 'predict'))
+
+
+def build_detector(cfg: Config, checkpoint: Optional[str], device: str,
+                   fuse_conv_bn: bool):
+    """The config's detector in eval mode on ``device``."""
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    from mmdet.registry import MODELS
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.pop('init_cfg', None)  # no ImageNet checkpoint here
+    model = MODELS.build(model_cfg)
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    else:  # quietly: mmengine logs every parameter's init at INFO
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
+    if fuse_conv_bn:
+        from mmcv.cnn import fuse_conv_bn as fuse
+        model = fuse(model)
+    return model.to(device).eval()
+
+
+def test_inputs(cfg: Config, image: np.ndarray) -> dict:
+    """One image through the config's test pipeline (its loading step
+    replaced by the in-memory one, as mmdet's ``inference_detector``)."""
+    steps = [dict(step) for step in cfg.test_dataloader.dataset.pipeline]
+    steps[0] = dict(type='mmdet.LoadImageFromNDArray')
+    steps = [s for s in steps if 'LoadAnnotations' not in s['type']]
+    data = Compose(steps)(dict(img=image, img_id=0))
+    return pseudo_collate([data])
+
+
+class PartTimer:
+    """Seconds spent in each part of a detector, call by call."""
+
+    def __init__(self, model, device: str):
+        self.samples: Dict[str, List[float]] = {}
+        self.sync = torch.device(device).type == 'cuda'
+        for part, attr, method in PARTS:
+            module = getattr(model, attr, None)
+            if module is None or not hasattr(module, method):
+                continue
+            self.samples[part] = []
+            setattr(module, method,
+                    self._timed(part, getattr(module, method)))
+
+    def _timed(self, part, fn):
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if self.sync:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if self.sync:
+                torch.cuda.synchronize()
+            self.samples[part].append(time.perf_counter() - start)
+            return out
+
+        return wrapper
+
+    def reset(self):
+        for times in self.samples.values():
+            times.clear()
+
+
+def benchmark(configs: Sequence[Config],
+              image: np.ndarray,
+              checkpoints: Optional[Sequence[Optional[str]]] = None,
+              repeats: int = 5,
+              warmup: int = 2,
+              device: str = 'cpu',
+              fuse_conv_bn: bool = False) -> List[Dict]:
+    """Per config: ``seconds`` (median per image), ``fps``, ``ratio`` (FPS
+    against the first config) and ``parts`` (median seconds per part, with
+    ``other`` the median of the rest of each image's time; medians, so the
+    parts add up to about the total)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f'repeats must be >= 1 and warmup >= 0, got '
+                         f'{repeats} and {warmup}')
+    checkpoints = list(checkpoints or [None] * len(configs))
+    if len(checkpoints) != len(configs):
+        raise ValueError(f'{len(checkpoints)} checkpoints for '
+                         f'{len(configs)} configs')
+    runs = []
+    for cfg, ckpt in zip(configs, checkpoints):
+        model = build_detector(cfg, ckpt, device, fuse_conv_bn)
+        runs.append(
+            dict(
+                model=model,
+                data=test_inputs(cfg, image),
+                timer=PartTimer(model, device),
+                seconds=[]))
+    sync = torch.device(device).type == 'cuda'
+    with torch.no_grad():
+        for round_ in range(warmup + repeats):
+            for run in runs:
+                if round_ == warmup:
+                    run['timer'].reset()
+                if sync:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                run['model'].test_step(run['data'])
+                if sync:
+                    torch.cuda.synchronize()
+                if round_ >= warmup:
+                    run['seconds'].append(time.perf_counter() - start)
+    results = []
+    for run in runs:
+        samples = run['timer'].samples
+        # a part may run more than once per image (none does in mmdet's
+        # detectors): its time per image is the sum of its calls
+        per_image = {}
+        for part, times in samples.items():
+            calls = len(times) // repeats  # per image
+            per_image[part] = [
+                sum(times[i * calls:(i + 1) * calls]) for i in range(repeats)
+            ]
+        other = [
+            total - sum(p[i] for p in per_image.values())
+            for i, total in enumerate(run['seconds'])
+        ]
+        parts = {p: statistics.median(t) for p, t in per_image.items()}
+        parts['other'] = max(0., statistics.median(other))
+        seconds = statistics.median(run['seconds'])
+        results.append(dict(seconds=seconds, fps=1 / seconds, parts=parts))
+    for result in results:
+        result['ratio'] = result['fps'] / results[0]['fps']
+    return results
+
+
+def synthetic_image(width: int, height: int) -> np.ndarray:
+    """A reproducible (H, W, 3) uint8 image of smooth random texture."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3))
+    image = np.kron(small, np.ones((16, 16, 1)))[:height, :width]
+    return image.astype(np.uint8)
+
+
+def table(names: Sequence[str], results: Sequence[Dict]) -> str:
+    parts = []
+    for result in results:
+        parts += [p for p in result['parts'] if p not in parts]
+    head = '| config | s / image | images/s | ratio | ' + ' | '.join(
+        f'{p} s' for p in parts) + ' |'
+    lines = [head, '|' + '---|' * (4 + len(parts))]
+    for name, result in zip(names, results):
+        cells = [
+            f"{result['parts'][p]:.3f}" if p in result['parts'] else '-'
+            for p in parts
+        ]
+        lines.append(f"| {name} | {result['seconds']:.3f} | "
+                     f"{result['fps']:.3f} | {result['ratio']:.2f}x | " +
+                     ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('configs', nargs='+')
+    parser.add_argument('--checkpoints', nargs='+')
+    parser.add_argument('--image', help='an image file (default: synthetic)')
+    parser.add_argument(
+        '--image-size',
+        type=int,
+        nargs=2,
+        default=[1333, 800],
+        metavar=('W', 'H'),
+        help='size of the synthetic image')
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--fuse-conv-bn', action='store_true')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args(argv)
+    if args.image:
+        import mmcv
+        image = mmcv.imread(args.image)
+    else:
+        image = synthetic_image(*args.image_size)
+    configs = []
+    for path in args.configs:
+        cfg = Config.fromfile(path)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        configs.append(cfg)
+    results = benchmark(configs, image, args.checkpoints, args.repeats,
+                        args.warmup, args.device, args.fuse_conv_bn)
+    print(f'{image.shape[1]}x{image.shape[0]} image, batch 1, '
+          f'{args.device}, {torch.get_num_threads()} threads, median of '
+          f'{args.repeats} after {args.warmup} warm-up, interleaved; '
+          + ('checkpoints given' if args.checkpoints else 'random weights'))
+    print(table(args.configs, results))
+    return results
+
+
+if __name__ == '__main__':
+    main()
