@@ -155,7 +155,7 @@ def cls_attention_scores(
     :func:`~mmceformer.ops.e_attention` does.
 
     Scores only choose indices, which have no gradient: they are computed
-    under ``torch.no_grad()`` and never hold an autograd graph (for
+    from detached inputs and never hold an autograd graph (for
     ``'all'`` that graph would be O(N^2) per layer in softmax mode).
 
     Returns:
@@ -192,7 +192,12 @@ def cls_attention_scores(
                               pos_weight, grid_size, k.device, validate)
     image_mask = key_mask[:, num_prefix_tokens:]
 
-    with autocast_disabled(k.device), torch.no_grad():
+    # Detached rather than under no_grad(): torch 2.1's dynamo breaks on a
+    # no_grad context inside a compiled region.
+    q_cls, k = q_cls.detach(), k.detach()
+    v = None if v is None else v.detach()
+    q = None if q is None else q.detach()
+    with autocast_disabled(k.device):
         if score == 'random':
             per_token = torch.rand(
                 image_mask.shape,

@@ -375,12 +375,12 @@ class EAttention(BaseModule):
             attn_mask=mask,
             dropout_p=self.attn_drop_rate if self.training else 0.)
 
-    @torch.no_grad()
     def _sample(self, q, k, v, pos, seq_len, grid_size, token_mask,
                 sample_mask):
         """Score the tokens from the CLS (or mean) query's attention row and
         draw the kept set among ``sample_mask``; returns index and mask,
-        (B, P + R') each. Nothing here is differentiable (indices)."""
+        (B, P + R') each. Nothing here is differentiable (indices; the
+        scores are computed from detached inputs)."""
         prefix = self.num_prefix_tokens
         if prefix:
             q_score = q[:, :, 0]
