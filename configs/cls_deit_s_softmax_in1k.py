@@ -1,5 +1,5 @@
-# DeiT-S on ImageNet-1k with the project's EAttentionViT backbone, softmax attention
-# (thesis table 3-5, row "base"). mmpretrain's DeiT recipe: 300 epochs,
+# DeiT-S on ImageNet-1k with the project's EAttentionViT backbone, softmax
+# attention (thesis table 3-5, row "base"). mmpretrain's DeiT recipe: 300 epochs,
 # AdamW lr 5e-4 x batch/512 (4 x 256 -> 1e-3), wd 0.05, cosine, mixup and
 # cutmix, label smoothing; warm-up 5 epochs as DeiT (mmpretrain uses 20).
 _base_ = ['mmpretrain::deit/deit-small_4xb256_in1k.py']

@@ -111,7 +111,8 @@ def test_configs_inherit_the_shipped_ones_by_package_name(tmp_path):
                         repr(str(ROOT / 'configs' /
                                  'mask_rcnn_ceformer_s_coco.py')))]:
         (tmp_path / name).write_text(
-            f'_base_ = [{base}]\nmodel = dict(backbone=dict(keep_ratio=0.5))\n')
+            f'_base_ = [{base}]\n'
+            'model = dict(backbone=dict(keep_ratio=0.5))\n')
     by_name = Config.fromfile(str(tmp_path / 'by_name.py'))
     by_path = Config.fromfile(str(tmp_path / 'by_path.py'))
     assert by_name.model.backbone.keep_ratio == 0.5

@@ -125,7 +125,8 @@ def test_wheel_installs_into_a_fresh_venv_and_builds_from_shipped_configs(
         from mmengine.registry import init_default_scope
         from mmpretrain.registry import MODELS
         import torch
-        assert mmceformer.__file__.startswith({str(venv)!r}), mmceformer.__file__
+        assert mmceformer.__file__.startswith({str(venv)!r}), \
+            mmceformer.__file__
         mim = os.path.join(os.path.dirname(mmceformer.__file__), '.mim')
         assert os.path.isfile(os.path.join(mim, 'configs',
                                            'mask_rcnn_ceformer_s_coco.py'))

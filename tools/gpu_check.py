@@ -211,7 +211,8 @@ DETECTORS = (
      'configs/deformable_detr_swin_t_eattn_coco.py'),
     ('Mask R-CNN Swin-T (mmdet)',
      'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'),
-    ('Mask R-CNN R-50 (mmdet)', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'),
+    ('Mask R-CNN R-50 (mmdet)',
+     'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'),
     ('Mask R-CNN CEFormer-S', 'configs/mask_rcnn_ceformer_s_coco.py'),
 )
 

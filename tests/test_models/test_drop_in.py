@@ -250,4 +250,6 @@ def test_vit_options_match_mmpretrain(options):
 def test_vit_bad_out_type_raises_like_mmpretrain():
     for cls in (VisionTransformer, EAttentionViT):
         with pytest.raises(ValueError, match='out_type'):
-            cls(arch=TINY['EAttentionViT']['arch'], img_size=64, out_type='tokens')
+            cls(arch=TINY['EAttentionViT']['arch'],
+                img_size=64,
+                out_type='tokens')

@@ -221,7 +221,9 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
     down to keep the test short): a positive FPS each, ratios against the
     first, the parts of each detector timed and within its total."""
     from benchmark_detector import benchmark, synthetic_image, table
-    names = ['mask_rcnn_ceformer_s_coco.py', 'deformable_detr_deit_s_eattn_coco.py']
+    names = [
+        'mask_rcnn_ceformer_s_coco.py', 'deformable_detr_deit_s_eattn_coco.py'
+    ]
     configs = []
     for name in names:
         cfg = config(name, shrink_config)

@@ -96,9 +96,9 @@ class EAttentionViT(VisionTransformer):
             old = layer.attn
             if getattr(old, 'v_shortcut', False) or \
                     old.input_dims != old.embed_dims:
-                raise ValueError('EAttentionViT supports attention layers without '
-                                 'v_shortcut and with input_dims == '
-                                 'embed_dims')
+                raise ValueError('EAttentionViT supports attention layers '
+                                 'without v_shortcut and with input_dims '
+                                 '== embed_dims')
             attn = EAttention(
                 self.embed_dims,
                 old.num_heads,
