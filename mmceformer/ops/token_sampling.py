@@ -36,6 +36,13 @@ def check_keep_ratio(keep_ratio: float) -> None:
                          f'{keep_ratio!r}')
 
 
+def _lifted(x: Tensor, pos_feat: Optional[Tensor], feature_map: str):
+    """``phi(x)`` in fp32, lifted by the position features when there are
+    any: (B, H, N, D) -> (B, H, N, F)."""
+    phi = feature_map_fn(x.float(), feature_map)
+    return phi if pos_feat is None else lift_features(phi, pos_feat)
+
+
 def _query_attention_rows(query, key, key_mask, kernel, scale, query_feat,
                           key_feat, feature_map, eps):
     """Normalised attention rows of ``query`` (B, H, Nq, D) over ``key``
@@ -45,11 +52,8 @@ def _query_attention_rows(query, key, key_mask, kernel, scale, query_feat,
         logits = (query.float() @ key.float().transpose(-2, -1)) * scale
         logits = logits.masked_fill(~valid, float('-inf'))
         return logits.softmax(-1)
-    phi_q = feature_map_fn(query.float(), feature_map)
-    phi_k = feature_map_fn(key.float(), feature_map)
-    if query_feat is not None:
-        phi_q = lift_features(phi_q, query_feat)
-        phi_k = lift_features(phi_k, key_feat)
+    phi_q = _lifted(query, query_feat, feature_map)
+    phi_k = _lifted(key, key_feat, feature_map)
     sims = phi_q @ phi_k.transpose(-2, -1)  # (B, H, Nq, Nk)
     sims = torch.where(valid, sims, torch.zeros((), device=sims.device))
     # The rule of the attention itself (and of the fused E-Attention op):
@@ -63,11 +67,8 @@ def _received_attention_linear(q, k, key_mask, query_mask, query_feat,
     linear kernel, per head, in O((Nq + Nk) D): ``sum_i a_ij = k~_j . w``
     with ``w = sum_i q~_i / (q~_i . z)`` and ``z = sum_j k~_j`` (the rows
     of eq. 3-5 summed without forming them): (B, H, Nk)."""
-    phi_q = feature_map_fn(q.float(), feature_map)
-    phi_k = feature_map_fn(k.float(), feature_map)
-    if query_feat is not None:
-        phi_q = lift_features(phi_q, query_feat)  # (B, H, Nq, F)
-        phi_k = lift_features(phi_k, key_feat)  # (B, H, Nk, F)
+    phi_q = _lifted(q, query_feat, feature_map)  # (B, H, Nq, F)
+    phi_k = _lifted(k, key_feat, feature_map)  # (B, H, Nk, F)
     zero = torch.zeros((), device=k.device)
     phi_k = torch.where(key_mask[:, None, :, None], phi_k, zero)
     z = phi_k.sum(2, keepdim=True)  # (B, H, 1, F)

@@ -22,7 +22,6 @@ Deformable DETR's ``encoder``, ``decoder`` and ``bbox_head``, and
 packing): a ratio the backbone cannot move shows as such.
 """
 import argparse
-import copy
 import functools
 import logging
 import statistics
@@ -34,10 +33,10 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import mmceformer  # noqa: F401
+from mmceformer.utils.complexity import build_model
 
 #: (part, attribute of the detector, method timed)
 PARTS = (('backbone', 'backbone', 'forward'), ('neck', 'neck', 'forward'),
@@ -50,12 +49,9 @@ PARTS = (('backbone', 'backbone', 'forward'), ('neck', 'neck', 'forward'),
 
 def build_detector(cfg: Config, checkpoint: Optional[str], device: str,
                    fuse_conv_bn: bool):
-    """The config's detector in eval mode on ``device``."""
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    from mmdet.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.pop('init_cfg', None)  # no ImageNet checkpoint here
-    model = MODELS.build(model_cfg)
+    """The config's detector (no ImageNet checkpoint) in eval mode on
+    ``device``, with ``checkpoint`` or the config's initialisation."""
+    model, _ = build_model(cfg)
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
     else:  # quietly: mmengine logs every parameter's init at INFO
@@ -73,9 +69,10 @@ def build_detector(cfg: Config, checkpoint: Optional[str], device: str,
 
 
 def test_inputs(cfg: Config, image: np.ndarray) -> dict:
-    """One image through the config's test pipeline (its loading step
-    replaced by the in-memory one, as mmdet's ``inference_detector``)."""
-    steps = [dict(step) for step in cfg.test_dataloader.dataset.pipeline]
+    """One image through the config's test pipeline, loaded from memory as
+    mmdet's ``inference_detector`` does."""
+    from mmdet.utils import get_test_pipeline_cfg
+    steps = [dict(step) for step in get_test_pipeline_cfg(cfg)]
     steps[0] = dict(type='mmdet.LoadImageFromNDArray')
     steps = [s for s in steps if 'LoadAnnotations' not in s['type']]
     data = Compose(steps)(dict(img=image, img_id=0))
