@@ -1,0 +1,253 @@
+"""Each op of a forward against this machine's roofline.
+
+An op cannot run faster than its memory traffic at the machine's bandwidth
+or its multiply-accumulates at its GEMM rate: ``bound = max(bytes / BW,
+MACs / peak)``. The ratio ``time / bound`` says how far an op is from what
+the hardware allows; an op many times above its bound is an implementation
+gap (layout, extra passes, a slow kernel), not the cost of the model.
+
+``op_records(fn)`` runs ``fn`` under a dispatch mode that sees every aten
+op once (the op's own kernel, whatever it calls inside, is timed as one)
+and records, per call: its name, the seconds it took (median over
+``repeats`` runs of ``fn``), the bytes it has to move at least and its
+MACs. Bytes: every tensor it reads plus every tensor it writes, once each;
+views move nothing; an in-place scatter or index copy moves its source
+rows (read and written) and its index, not the whole destination; a gather
+or index reads as much as it writes. MACs: matrix products, convolutions and
+attention, as ``torch.utils.flop_counter`` counts them (0 for element-wise
+ops, whose bound is their bytes). Pure torch, no OpenMMLab import.
+"""
+import statistics
+import time
+from collections import OrderedDict
+from typing import Callable, Dict, List, Sequence
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+#: in-place ops that write ``src`` rows into a larger destination
+_ROW_WRITES = ('scatter_', 'scatter_add_', 'index_copy_', 'index_put_',
+               'index_add_', 'masked_scatter_')
+#: ops that read as many elements as they write, from a larger source
+_ROW_READS = ('gather', 'index', 'index_select', 'take_along_dim',
+              'embedding')
+#: ops that only write their output
+_WRITES_ONLY = ('zeros', 'zeros_like', 'new_zeros', 'fill_', 'zero_',
+                'full', 'full_like', 'ones', 'ones_like', 'arange',
+                'new_full')
+#: ops that allocate without touching memory
+_FREE = ('empty', 'empty_like', 'new_empty', 'empty_strided',
+         'new_empty_strided', 'detach', 'lift_fresh', 'alias')
+
+
+def machine_peaks(size_mb: int = 64,
+                  gemm: int = 1024,
+                  repeats: int = 10) -> Dict[str, float]:
+    """This machine's memory bandwidth (bytes/s, a copy of ``size_mb`` MB:
+    read once, written once) and fp32 GEMM rate (MACs/s, ``gemm``-cubed
+    ``torch.mm``), each the best of ``repeats`` at torch's thread count."""
+    src = torch.rand(size_mb * 2**20 // 4)
+    dst = torch.empty_like(src)
+    a = torch.rand(gemm, gemm)
+    b = torch.rand(gemm, gemm)
+    out = torch.empty(gemm, gemm)
+    copy_s, gemm_s = [], []
+    for _ in range(repeats + 1):  # the first of each warms up
+        start = time.perf_counter()
+        dst.copy_(src)
+        copy_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        gemm_s.append(time.perf_counter() - start)
+    return dict(
+        bandwidth=2 * src.nbytes / min(copy_s[1:]),
+        macs_per_s=gemm**3 / min(gemm_s[1:]))
+
+
+def _tensors(tree) -> List[torch.Tensor]:
+    leaves, _ = tree_flatten(tree)
+    return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+
+def _unique_bytes(tensors: Sequence[torch.Tensor]) -> int:
+    """Bytes of the tensors, each storage region counted once."""
+    seen = set()
+    total = 0
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(),
+               tuple(t.shape), tuple(t.stride()))
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total
+
+
+def _is_view(func) -> bool:
+    """Whether the op returns a view of an input (moves no data)."""
+    returns = func._schema.returns
+    return bool(returns) and all(
+        r.alias_info is not None and not r.alias_info.is_write
+        for r in returns)
+
+
+def op_bytes(func, args, kwargs, out) -> int:
+    """The least bytes the op has to move (module docstring)."""
+    name = func.__name__.split('.')[0]
+    if name in _FREE or _is_view(func):
+        return 0
+    inputs = _tensors((args, kwargs))
+    outputs = _tensors(out)
+    if name in _WRITES_ONLY:
+        return _unique_bytes(outputs)
+    if name in _ROW_WRITES:
+        # destination first; index and source rows read, rows written
+        src = [t for t in inputs[1:] if t.dtype != torch.bool]
+        values = max((t.numel() * t.element_size() for t in src), default=0)
+        return _unique_bytes(inputs[1:]) + values
+    if name in _ROW_READS:
+        index = _unique_bytes(
+            [t for t in inputs[1:] if not t.is_floating_point()])
+        return 2 * _unique_bytes(outputs) + index
+    return _unique_bytes(inputs) + _unique_bytes(outputs)
+
+
+def op_macs(func, args, out) -> int:
+    """MACs of one call of a matrix product, convolution or attention op
+    (the ops ``torch.utils.flop_counter`` counts in a forward); 0 for any
+    other op, whose bound is its bytes."""
+    name = func.__name__.split('.')[0]
+    if name in ('mm', 'bmm', 'addmm', 'baddbmm'):
+        a, b = (args[1], args[2]) if name.startswith('add') else args[:2]
+        return a.numel() * b.shape[-1]  # (.., m, k) @ (.., k, n)
+    if name == 'linear':
+        x, weight = args[:2]
+        return x.numel() * weight.shape[0]
+    if name in ('convolution', '_convolution', 'mkldnn_convolution'):
+        x, weight = args[:2]
+        transposed = name != 'mkldnn_convolution' and bool(args[6])
+        per_element = weight[0].numel()  # (C_in / g) * kh * kw, or C_out / g
+        return (x if transposed else _tensors(out)[0]).numel() * per_element
+    if name.startswith('_scaled_dot_product') or \
+            name == 'scaled_dot_product_attention':
+        query, key, value = args[:3]
+        return query.numel() * key.shape[-2] * (
+            1 + value.shape[-1] / query.shape[-1])
+    return 0
+
+
+class _Recorder(TorchDispatchMode):
+
+    def __init__(self, count: bool):
+        super().__init__()
+        self.count = count
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        start = time.perf_counter()
+        out = func(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        record = dict(op=func.__name__.split('.')[0], seconds=seconds)
+        if self.count:
+            record['bytes'] = op_bytes(func, args, kwargs, out)
+            record['macs'] = int(op_macs(func, args, out))
+        self.calls.append(record)
+        return out
+
+
+def op_records(fn: Callable[[], object],
+               repeats: int = 5,
+               warmup: int = 1) -> List[Dict]:
+    """Per aten op call of ``fn()`` (no_grad): ``op``, ``seconds`` (median
+    over ``repeats`` runs, after ``warmup``), ``bytes`` and ``macs``. The
+    runs must call the same ops in the same order (an eval forward does;
+    token sampling draws its grid deterministically in eval)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f'repeats must be >= 1 and warmup >= 0, got '
+                         f'{repeats} and {warmup}')
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()
+        counted = _Recorder(count=True)
+        with counted:
+            fn()
+        timings = []
+        for _ in range(repeats):
+            timed = _Recorder(count=False)
+            with timed:
+                fn()
+            ops = [c['op'] for c in timed.calls]
+            if ops != [c['op'] for c in counted.calls]:
+                raise RuntimeError('fn() called other ops from one run to '
+                                   'the next: op_records needs a '
+                                   'deterministic forward')
+            timings.append([c['seconds'] for c in timed.calls])
+    for i, call in enumerate(counted.calls):
+        call['seconds'] = statistics.median(t[i] for t in timings)
+    return counted.calls
+
+
+def bound_seconds(record: Dict, peaks: Dict[str, float]) -> float:
+    """``max(bytes / bandwidth, MACs / GEMM rate)`` of one op call."""
+    return max(record['bytes'] / peaks['bandwidth'],
+               record['macs'] / peaks['macs_per_s'])
+
+
+def by_op(records: Sequence[Dict], peaks: Dict[str, float]) -> List[Dict]:
+    """Records summed per op name, most time first: ``calls``,
+    ``seconds``, ``share`` (of the total), ``bytes``, ``macs``,
+    ``bound`` (seconds, the sum of the calls' bounds) and ``ratio``
+    (``seconds / bound``; inf for an op that moves nothing)."""
+    groups = OrderedDict()
+    total = sum(r['seconds'] for r in records) or 1.
+    for r in records:
+        g = groups.setdefault(
+            r['op'],
+            dict(op=r['op'], calls=0, seconds=0., bytes=0, macs=0, bound=0.))
+        g['calls'] += 1
+        g['seconds'] += r['seconds']
+        g['bytes'] += r['bytes']
+        g['macs'] += r['macs']
+        g['bound'] += bound_seconds(r, peaks)
+    rows = sorted(groups.values(), key=lambda g: -g['seconds'])
+    for g in rows:
+        g['share'] = g['seconds'] / total
+        g['ratio'] = g['seconds'] / g['bound'] if g['bound'] else float('inf')
+        g['limit'] = 'GEMM' if g['macs'] / peaks['macs_per_s'] > \
+            g['bytes'] / peaks['bandwidth'] else 'memory'
+    return rows
+
+
+def table(rows: Sequence[Dict], top: int = 15) -> str:
+    """Markdown: the ``top`` ops by time, then everything else as one row
+    and the total."""
+    head = ('| op | calls | ms | share | MB moved | GMACs | bound | '
+            'bound ms | time / bound |')
+    lines = [head, '|---|---|---|---|---|---|---|---|---|']
+
+    def line(r):
+        ratio = '-' if r['ratio'] == float('inf') else f"{r['ratio']:.1f}x"
+        return (f"| {r['op']} | {r['calls']} | {1e3 * r['seconds']:.2f} | "
+                f"{100 * r['share']:.1f}% | {r['bytes'] / 1e6:.1f} | "
+                f"{r['macs'] / 1e9:.3f} | {r.get('limit', '-')} | "
+                f"{1e3 * r['bound']:.2f} | {ratio} |")
+
+    for r in rows[:top]:
+        lines.append(line(r))
+    for name, group in (('(other ops)', rows[top:]), ('total', rows)):
+        if not group:
+            continue
+        merged = dict(
+            op=name,
+            calls=sum(r['calls'] for r in group),
+            seconds=sum(r['seconds'] for r in group),
+            share=sum(r['share'] for r in group),
+            bytes=sum(r['bytes'] for r in group),
+            macs=sum(r['macs'] for r in group),
+            bound=sum(r['bound'] for r in group))
+        merged['ratio'] = (merged['seconds'] / merged['bound']
+                           if merged['bound'] else float('inf'))
+        lines.append(line(merged))
+    return '\n'.join(lines)

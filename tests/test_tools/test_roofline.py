@@ -1,0 +1,131 @@
+"""mmceformer.utils.roofline and tools/analysis/roofline.py: bytes and MACs
+of known ops, bounds and ratios computed from the measurements printed."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mmceformer.utils import roofline
+from mmceformer.utils.complexity import count_macs
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
+
+PEAKS = dict(bandwidth=1e10, macs_per_s=1e11)
+
+
+def records_of(fn):
+    return roofline.op_records(fn, repeats=2, warmup=0)
+
+
+def test_bytes_of_copies_views_fills_and_row_ops():
+    x = torch.randn(64, 32)
+    index = torch.randint(0, 64, (16, ))
+    buffer = torch.zeros(64, 32)
+    src = torch.randn(16, 32)
+
+    def fn():
+        x.clone()  # read + write
+        x.t()  # a view moves nothing
+        torch.zeros(64, 32)  # written only
+        x.index_select(0, index)  # reads what it writes, plus the index
+        buffer.index_copy_(0, index, src)  # source rows read and written
+
+    ops = {r['op']: r for r in records_of(fn)}
+    size = x.numel() * 4
+    assert ops['clone']['bytes'] == 2 * size
+    assert ops['t']['bytes'] == 0
+    assert ops['zeros']['bytes'] == size
+    assert ops['index_select']['bytes'] == 2 * src.numel() * 4 + 16 * 8
+    assert ops['index_copy_']['bytes'] == 2 * src.numel() * 4 + 16 * 8
+    assert all(r['macs'] == 0 for r in ops.values())
+
+
+def test_macs_agree_with_the_flop_counter_of_get_flops():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8),
+        nn.ConvTranspose2d(8, 4, 2, stride=2), nn.Flatten(2))
+    x = torch.randn(2, 3, 12, 10)
+
+    def fn():
+        y = model(x)  # (2, 4, 480)
+        torch.nn.functional.linear(y, torch.randn(7, 480))
+        torch.bmm(y, y.transpose(1, 2))
+        q = torch.randn(2, 3, 5, 4)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    # torch's counter with the CPU attention op added, as get_flops counts
+    macs = sum(r['macs'] for r in records_of(fn))
+    assert macs == count_macs(fn) > 0
+
+
+def test_bounds_and_ratios_come_from_the_records():
+    records = [
+        dict(op='a', seconds=2e-3, bytes=10**7, macs=0),  # 1 ms at 10 GB/s
+        dict(op='a', seconds=1e-3, bytes=0, macs=10**8),  # 1 ms of GEMM
+        dict(op='b', seconds=1e-3, bytes=0, macs=0),  # a view
+    ]
+    rows = roofline.by_op(records, PEAKS)
+    assert [r['op'] for r in rows] == ['a', 'b']
+    a, b = rows
+    assert a['calls'] == 2 and a['seconds'] == pytest.approx(3e-3)
+    assert a['bound'] == pytest.approx(2e-3)
+    assert a['ratio'] == pytest.approx(1.5)
+    assert a['share'] == pytest.approx(0.75)
+    assert b['ratio'] == float('inf')
+    text = roofline.table(rows, top=1)
+    assert '| a | 2 | 3.00 | 75.0% | 10.0 | 0.100 |' in text
+    assert '| (other ops) | 1 |' in text and '| total | 3 | 4.00 |' in text
+
+
+def test_machine_peaks_are_positive():
+    peaks = roofline.machine_peaks(size_mb=4, gemm=128, repeats=2)
+    assert peaks['bandwidth'] > 0 and peaks['macs_per_s'] > 0
+
+
+def test_a_forward_that_changes_its_ops_is_refused():
+    calls = []
+
+    def fn():
+        calls.append(1)
+        x = torch.ones(3)
+        return x + 1 if len(calls) % 2 else x * 2
+
+    with pytest.raises(RuntimeError, match='deterministic forward'):
+        roofline.op_records(fn, repeats=2, warmup=0)
+    with pytest.raises(ValueError, match='repeats must be >= 1'):
+        roofline.op_records(fn, repeats=0)
+
+
+def test_cli_profiles_a_backbone(capsys):
+    """The real tool on the toy CEFormer (deploy form, two blocks): the
+    ops in the table, ratios of the time and bound it reports."""
+    import roofline as tool
+    config = str(ROOT / 'configs' / 'toy' / 'cls_ceformer_toy.py')
+    result = tool.main([
+        config, '--shape', '64', '64', '--repeats', '1', '--deploy',
+        '--cfg-options', 'model.backbone.arch.depth=2',
+        'model.backbone.prune_layers=[1]'
+    ])
+    out = capsys.readouterr().out
+    assert 'GB/s copy bandwidth' in out and '| addmm |' in out
+    rows = result['rows']
+    assert all(r['bound'] >= 0 for r in rows)
+    assert any(r['op'] == 'convolution' and r['macs'] > 0 for r in rows)
+    for r in rows:
+        if r['bound']:
+            assert r['ratio'] == pytest.approx(r['seconds'] / r['bound'])
+
+
+def test_token_ops_benchmark_checks_equality_and_prints_ratios(capsys):
+    import benchmark_token_ops
+    benchmark_token_ops.main(
+        ['--grid', '4', '6', '--channels', '8', '--repeats', '1'])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if '(earlier)' in line]
+    assert len(rows) == 2 and all(r.endswith('| 1.00 |') for r in rows)
+    assert out.count('(ours)') == 2
