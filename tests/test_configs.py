@@ -15,10 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / 'configs').rglob('*.py')
     if '_base_' not in p.parts)
-# Detection configs (COCO) build detectors that need mmcv's compiled ops.
+# Detection configs (COCO and toy) build detectors that need mmcv's
+# compiled ops.
 CONFIG_PARAMS = [
-    pytest.param(c, marks=pytest.mark.mmcv_ops) if 'coco' in c
-    or 'mask_rcnn' in c else c for c in CONFIGS
+    pytest.param(c, marks=pytest.mark.mmcv_ops) if any(
+        k in c for k in ('coco', 'mask_rcnn', 'deformable_detr')) else c
+    for c in CONFIGS
 ]
 
 

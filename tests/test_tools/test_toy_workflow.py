@@ -204,15 +204,30 @@ def test_demo_needs_a_stage_1_config_naming_its_set(tmp_path):
     assert not (tmp_path / 'work').exists()
 
 
-def test_toy_configs_share_the_backbone():
-    """Stage 1 pre-trains exactly the backbone stage 2 fine-tunes."""
-    cls_backbone = Config.fromfile(str(CLS_CONFIG)).model.backbone.to_dict()
-    det_backbone = Config.fromfile(str(DET_CONFIG)).model.backbone.to_dict()
+TOY = ROOT / 'configs' / 'toy'
+#: (stage 1, stage 2) pairs of the toy workflows
+TOY_STAGES = [(CLS_CONFIG, DET_CONFIG),
+              (TOY / 'cls_deit_toy.py', TOY / 'deformable_detr_deit_toy.py'),
+              (TOY / 'cls_deit_toy.py', TOY / 'mask_rcnn_deit_toy.py')]
+
+
+@pytest.mark.parametrize(
+    'stage1,stage2', TOY_STAGES, ids=lambda path: path.stem)
+def test_toy_configs_share_the_backbone(stage1, stage2):
+    """Stage 1 pre-trains exactly the backbone stage 2 fine-tunes, and
+    stage 2 loads the last checkpoint stage 1 writes by default."""
+    cls_cfg = Config.fromfile(str(stage1))
+    det_cfg = Config.fromfile(str(stage2))
+    cls_backbone = cls_cfg.model.backbone.to_dict()
+    det_backbone = det_cfg.model.backbone.to_dict()
+    assert det_backbone['init_cfg']['checkpoint'] == (
+        f'work_dirs/{stage1.stem}/epoch_{cls_cfg.train_cfg.max_epochs}.pth')
     # What a classifier needs differs; the parameters do not depend on it
     # (pos_embed is resized on loading; norm_eval freezes the stem BN's
-    # statistics in detection, requires_grad=True is BN's default).
+    # statistics in detection, requires_grad=True is BN's default; the
+    # attention modes share the parameters, so stage 1 is softmax for any).
     for key in ('out_type', 'prune_mode', 'init_cfg', 'img_size',
-                'norm_eval', 'stem_norm_cfg'):
+                'norm_eval', 'stem_norm_cfg', 'pyramid_levels', 'attn_mode'):
         cls_backbone.pop(key, None)
         det_backbone.pop(key, None)
     assert cls_backbone == det_backbone
