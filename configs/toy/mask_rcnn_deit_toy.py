@@ -2,9 +2,11 @@
 # same Mask R-CNN, data and schedule, with the plain 4-block ViT of
 # configs/toy/cls_deit_toy.py (16x16 patches, no convolutions) instead of
 # CEFormer: table 4-7's question (what do CEFormer's convolutions give a
-# detector?) in miniature. Both start from a softmax stage 1 of their own
-# backbone; tools/analysis/train_modes.py trains softmax and E-Attention
-# (docs/tables.md).
+# detector?) in miniature. Its default checkpoint is the softmax stage 1 of
+# configs/toy/cls_deit_toy.py; tools/analysis/train_modes.py trains softmax
+# and E-Attention of both toys, each from a softmax stage 1 of its own
+# backbone (--checkpoint; for CEFormer, cls_ceformer_toy.py trained with
+# model.backbone.attn_mode=softmax), as docs/tables.md reports.
 _base_ = ['./mask_rcnn_ceformer_toy.py']
 image_size = 256
 embed_dims = 96

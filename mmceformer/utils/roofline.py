@@ -12,11 +12,14 @@ and records, per call: its name, the seconds it took (median over
 ``repeats`` runs of ``fn``), the bytes it has to move at least and its
 MACs. Bytes: every tensor it reads plus every tensor it writes, once each;
 views move nothing; an in-place scatter or index copy moves its source
-rows (read and written) and its index, not the whole destination; a gather
-or index reads as much as it writes. MACs: matrix products, convolutions and
-attention, as ``torch.utils.flop_counter`` counts them (0 for element-wise
-ops, whose bound is their bytes). Pure torch, no OpenMMLab import.
+elements (read and written, and read again where it accumulates) and its
+index, not the whole destination; a copy reads its source and writes its
+destination; a gather or index reads as much as it writes. MACs: matrix
+products, convolutions and attention, as ``torch.utils.flop_counter``
+counts them (0 for element-wise ops, whose bound is their bytes). Pure
+torch, no OpenMMLab import.
 """
+import math
 import statistics
 import time
 from collections import OrderedDict
@@ -26,9 +29,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-#: in-place ops that write ``src`` rows into a larger destination
+#: in-place ops that write (or add) rows or elements into a larger
+#: destination, leaving the rest of it untouched
 _ROW_WRITES = ('scatter_', 'scatter_add_', 'index_copy_', 'index_put_',
-               'index_add_', 'masked_scatter_')
+               'index_add_')
 #: ops that read as many elements as they write, from a larger source
 _ROW_READS = ('gather', 'index', 'index_select', 'take_along_dim',
               'embedding')
@@ -38,7 +42,8 @@ _WRITES_ONLY = ('zeros', 'zeros_like', 'new_zeros', 'fill_', 'zero_',
                 'new_full')
 #: ops that allocate without touching memory
 _FREE = ('empty', 'empty_like', 'new_empty', 'empty_strided',
-         'new_empty_strided', 'detach', 'lift_fresh', 'alias')
+         'new_empty_strided', 'detach', 'lift_fresh', 'alias', '_unsafe_view',
+         '_reshape_alias')
 
 
 def machine_peaks(size_mb: int = 64,
@@ -71,7 +76,8 @@ def _tensors(tree) -> List[torch.Tensor]:
 
 
 def _unique_bytes(tensors: Sequence[torch.Tensor]) -> int:
-    """Bytes of the tensors, each storage region counted once."""
+    """Bytes of the tensors at their logical size (an expanded tensor
+    counts every element it shows), a tensor passed twice counted once."""
     seen = set()
     total = 0
     for t in tensors:
@@ -92,20 +98,52 @@ def _is_view(func) -> bool:
         for r in returns)
 
 
+def _row_write_bytes(name: str, args) -> int:
+    """Index read, values read, destination elements written (and read
+    too where the op accumulates into them)."""
+    self = args[0]
+    elem = self.element_size()
+    accumulate = name in ('scatter_add_', 'index_add_') or (
+        name == 'index_put_' and len(args) > 3 and bool(args[3]))
+    if name == 'index_put_':  # (self, indices, values, accumulate)
+        indices = [i for i in args[1] if i is not None]
+        count = 1
+        for i in indices:  # bool masks select their True entries
+            count *= int(i.sum()) if i.dtype == torch.bool else i.numel()
+        indexed = sum(1 if i.dtype != torch.bool else i.dim()
+                      for i in indices)
+        row = self[(0, ) * indexed].numel() if indexed <= self.dim() else 1
+        written = count * row * elem
+        index_bytes = _unique_bytes(indices)
+        values = args[2]
+    elif name.startswith('scatter'):  # (self, dim, index, src | value)
+        index, values = args[2], args[3]
+        written = index.numel() * elem
+        index_bytes = index.numel() * index.element_size()
+    else:  # index_copy_ / index_add_: (self, dim, index, source)
+        index, values = args[2], args[3]
+        written = values.numel() * elem
+        index_bytes = index.numel() * index.element_size()
+    read = values.numel() * values.element_size() if isinstance(
+        values, torch.Tensor) else 0
+    return index_bytes + read + written * (2 if accumulate else 1)
+
+
 def op_bytes(func, args, kwargs, out) -> int:
     """The least bytes the op has to move (module docstring)."""
     name = func.__name__.split('.')[0]
     if name in _FREE or _is_view(func):
         return 0
+    kwargs = dict(kwargs)
+    destination = kwargs.pop('out', None)  # written, not read
     inputs = _tensors((args, kwargs))
-    outputs = _tensors(out)
+    outputs = _tensors(out if destination is None else destination)
     if name in _WRITES_ONLY:
         return _unique_bytes(outputs)
+    if name == 'copy_':  # (self, src): src read, self written
+        return _unique_bytes(inputs[1:]) + _unique_bytes(inputs[:1])
     if name in _ROW_WRITES:
-        # destination first; index and source rows read, rows written
-        src = [t for t in inputs[1:] if t.dtype != torch.bool]
-        values = max((t.numel() * t.element_size() for t in src), default=0)
-        return _unique_bytes(inputs[1:]) + values
+        return _row_write_bytes(name, args)
     if name in _ROW_READS:
         index = _unique_bytes(
             [t for t in inputs[1:] if not t.is_floating_point()])
@@ -127,13 +165,15 @@ def op_macs(func, args, out) -> int:
     if name in ('convolution', '_convolution', 'mkldnn_convolution'):
         x, weight = args[:2]
         transposed = name != 'mkldnn_convolution' and bool(args[6])
-        per_element = weight[0].numel()  # (C_in / g) * kh * kw, or C_out / g
+        # MACs per output element (C_in / g) kh kw; per input element of a
+        # transposed one (C_out / g) kh kw; weight (dim 0, dim 1, kh, kw)
+        per_element = math.prod(weight.shape[1:])
         return (x if transposed else _tensors(out)[0]).numel() * per_element
     if name.startswith('_scaled_dot_product') or \
             name == 'scaled_dot_product_attention':
-        query, key, value = args[:3]
-        return query.numel() * key.shape[-2] * (
-            1 + value.shape[-1] / query.shape[-1])
+        query, key, value = args[:3]  # (..., Nq, E), (..., Nk, E), Ev
+        return (query.numel() // query.shape[-1] * key.shape[-2] *
+                (query.shape[-1] + value.shape[-1]))
     return 0
 
 
@@ -198,8 +238,9 @@ def bound_seconds(record: Dict, peaks: Dict[str, float]) -> float:
 def by_op(records: Sequence[Dict], peaks: Dict[str, float]) -> List[Dict]:
     """Records summed per op name, most time first: ``calls``,
     ``seconds``, ``share`` (of the total), ``bytes``, ``macs``,
-    ``bound`` (seconds, the sum of the calls' bounds) and ``ratio``
-    (``seconds / bound``; inf for an op that moves nothing)."""
+    ``bound`` (seconds, the sum of the calls' bounds), ``ratio``
+    (``seconds / bound``; inf for an op that moves nothing) and ``limit``
+    (``'GEMM'`` or ``'memory'``, whichever bound is the larger)."""
     groups = OrderedDict()
     total = sum(r['seconds'] for r in records) or 1.
     for r in records:
@@ -223,7 +264,7 @@ def by_op(records: Sequence[Dict], peaks: Dict[str, float]) -> List[Dict]:
 def table(rows: Sequence[Dict], top: int = 15) -> str:
     """Markdown: the ``top`` ops by time, then everything else as one row
     and the total."""
-    head = ('| op | calls | ms | share | MB moved | GMACs | bound | '
+    head = ('| op | calls | ms | share | MB moved | GMACs | limit | '
             'bound ms | time / bound |')
     lines = [head, '|---|---|---|---|---|---|---|---|---|']
 

@@ -129,3 +129,30 @@ def test_token_ops_benchmark_checks_equality_and_prints_ratios(capsys):
     rows = [line for line in out.splitlines() if '(earlier)' in line]
     assert len(rows) == 2 and all(r.endswith('| 1.00 |') for r in rows)
     assert out.count('(ours)') == 2
+
+
+def test_bytes_of_scatters_puts_and_copies_count_the_touched_elements():
+    dest = torch.zeros(100, 8)
+    index = torch.randint(0, 100, (5, 8))
+    src = torch.randn(5, 8)
+    rows = torch.tensor([3, 7])
+    mask = torch.zeros(100, dtype=torch.bool)
+    mask[:4] = True
+    other = torch.randn(100, 8)
+
+    def fn():
+        dest.scatter_(0, index, src)  # 40 elements
+        dest.scatter_add_(0, index, src)  # and read again
+        dest.index_put_((rows, ), torch.ones(2, 8))  # 2 rows of 8
+        dest[mask] = 0.  # 4 rows, a 0-dim value
+        dest.copy_(other)
+
+    calls = records_of(fn)
+    ops = [(r['op'], r['bytes']) for r in calls]
+    elems = 40 * 4
+    assert ops[0] == ('scatter_', 40 * 8 + elems + elems)
+    assert ops[1] == ('scatter_add_', 40 * 8 + elems + 2 * elems)
+    assert ('index_put_', 2 * 8 + 2 * 8 * 4 + 2 * 8 * 4) in ops
+    assert ('copy_', 2 * dest.nbytes) == ops[-1]
+    masked = [b for op, b in ops if op == 'index_put_'][-1]
+    assert masked == mask.nbytes + 4 + 4 * 8 * 4  # mask, value, 4 rows

@@ -125,3 +125,24 @@ def test_time_modes_runs_each_mode_through_the_test_pipeline(tmp_path):
     assert results[1]['ratio'] == pytest.approx(results[1]['fps'] /
                                                 results[0]['fps'])
     assert {'backbone', 'encoder', 'decoder'} <= set(results[1]['parts'])
+
+
+def test_options_that_the_sweep_sets_are_refused():
+    with pytest.raises(ValueError, match='must not set'):
+        train_modes.main([
+            str(DDETR_TOY), '--cfg-options', 'model.backbone.attn_mode=linear'
+        ])
+
+
+def test_a_failing_run_stops_the_others(tmp_path):
+    slow = [
+        sys.executable, '-c', 'import time; time.sleep(30)', '--work-dir',
+        str(tmp_path / 'slow')
+    ]
+    bad = [sys.executable, '-c', 'raise SystemExit(3)', '--work-dir',
+           str(tmp_path / 'bad')]
+    import time
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r'training failed \(3\)'):
+        train_modes.run_trainings([slow, bad], jobs=2, threads=2)
+    assert time.perf_counter() - start < 20  # slow was stopped, not awaited

@@ -15,6 +15,9 @@ the bound's time and the ratio of time to bound. Random weights, eval,
 batch 1, CPU. Time is measured per op call inside a dispatch mode, which
 adds Python overhead to each call: the eager time of the same forward
 without the mode is printed beside the sum, so the overhead is visible.
+Kernels that do not go through torch's dispatcher (mmcv's compiled ops:
+RoIAlign, NMS, deformable attention's CUDA kernel) are in no row: with
+``--detector`` the eager time includes them, the sum of the rows does not.
 """
 import argparse
 import os.path as osp

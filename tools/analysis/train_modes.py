@@ -18,16 +18,17 @@ softmax weights, as the thesis's table does), in WORK_DIR/MODE_seedSEED.
 last checkpoint exists is not trained again, so an interrupted sweep
 continues where it stopped.
 
-The validation metric at every ``val_interval`` is read from each run's
-``vis_data/scalars.json`` (the curve). The FPS of the modes is then timed
-in one process with nothing else running (benchmark_detector.py's
+The validation metrics at every ``val_interval`` are read from each run's
+``vis_data/scalars.json`` (the curve; an epoch-based loop, whose
+validation records carry the epoch as ``step``). The FPS of the modes is
+then timed in one process with nothing else running (benchmark_detector.py's
 ``benchmark``: the config's test pipeline, batch 1, interleaved, median),
-on the first validation image, with each mode's seed-0 checkpoint and
-again with random weights (the kept-token count of token sampling depends
-on the weights). Writes WORK_DIR/summary.json and prints a Markdown table per
-metric: per mode the metric per seed, the mean, its difference to the
-first mode (and in the first table the FPS and its ratio to the first
-mode, trained and random weights), the curves, and where the trained
+on the first validation image, with each mode's checkpoint of the first
+seed and again with random weights (the kept-token count of token sampling
+depends on the weights). Writes WORK_DIR/summary.json and prints a Markdown
+table per metric: per mode the metric per seed, the mean, its difference
+to the first mode (and in the first table the FPS and its ratio to the
+first mode, trained and random weights), the curves, and where the trained
 detectors' time goes.
 """
 import argparse
@@ -38,6 +39,7 @@ import os.path as osp
 import statistics
 import subprocess
 import sys
+import time
 from typing import Dict, List, Optional, Sequence
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -87,27 +89,37 @@ def read_curve(work_dir: str, metric: str) -> List[Dict]:
 def run_trainings(commands: Sequence[List[str]], jobs: int,
                   threads: int) -> None:
     """Run the commands, ``jobs`` at a time, ``threads // jobs`` threads
-    each; raise if one fails."""
+    each, each logging to its work dir + ``.log``; a slot is refilled as
+    soon as any run ends. If one fails, the others are stopped and the
+    failure raised."""
     if jobs < 1:
         raise ValueError(f'jobs must be >= 1, got {jobs}')
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads // jobs)))
     pending = list(commands)
     running = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            command = pending.pop(0)
-            log = open(command[command.index('--work-dir') + 1] + '.log',
-                       'a')
-            running.append((command,
-                            subprocess.Popen(
-                                command, env=env, stdout=log,
-                                stderr=subprocess.STDOUT), log))
-        command, process, log = running.pop(0)
-        code = process.wait()
-        log.close()
-        if code:
-            raise RuntimeError(f'training failed ({code}): {" ".join(command)}'
-                               f'; see {log.name}')
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                command = pending.pop(0)
+                log = open(command[command.index('--work-dir') + 1] + '.log',
+                           'a')
+                process = subprocess.Popen(
+                    command, env=env, stdout=log, stderr=subprocess.STDOUT)
+                running.append((command, process, log))
+            time.sleep(0.05)
+            for entry in [e for e in running if e[1].poll() is not None]:
+                running.remove(entry)
+                command, process, log = entry
+                log.close()
+                if process.returncode:
+                    raise RuntimeError(
+                        f'training failed ({process.returncode}): '
+                        f'{" ".join(command)}; see {log.name}')
+    finally:
+        for _, process, log in running:
+            process.terminate()
+            process.wait()
+            log.close()
 
 
 def summarize(modes: Sequence[str], seeds: Sequence[int],
@@ -209,8 +221,25 @@ def main(argv=None):
     bad = [m for m in args.modes if m not in MODES]
     if bad:
         raise ValueError(f'--modes must be among {MODES}, got {bad}')
-    from mmengine.config import Config
+    owned = [
+        o for o in args.cfg_options
+        if o.split('=')[0] in ('model.backbone.attn_mode', 'randomness.seed')
+    ]
+    if owned:
+        raise ValueError(f'--cfg-options must not set {owned}: use --modes '
+                         f'and --seeds')
+    from mmengine.config import Config, DictAction
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        options = argparse.ArgumentParser()
+        options.add_argument('--cfg-options', nargs='+', action=DictAction)
+        cfg.merge_from_dict(
+            options.parse_args(['--cfg-options',
+                                *args.cfg_options]).cfg_options)
+    if cfg.train_cfg.get('type') != 'EpochBasedTrainLoop' and \
+            'max_epochs' not in cfg.train_cfg:
+        raise ValueError('train_modes reads epoch-based runs (train_cfg '
+                         'with max_epochs; the curves are by epoch)')
     max_epochs = cfg.train_cfg.max_epochs
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = args.work_dir or osp.join('work_dirs', 'train_modes', name)
@@ -243,6 +272,10 @@ def main(argv=None):
                 osp.join(work_dir, run_name(m, args.seeds[0])), max_epochs)
             for m in args.modes
         ]
+        missing = [m for m, c in zip(args.modes, trained) if c is None]
+        if missing:
+            raise RuntimeError(f'no epoch_{max_epochs}.pth of seed '
+                               f'{args.seeds[0]} for modes {missing}')
         fps = dict(
             trained=time_modes(args.config, args.modes, trained,
                                args.fps_repeats, args.cfg_options),
