@@ -4,9 +4,16 @@ from torch import Tensor
 
 
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
-    """Pick tokens: x (B, N, ...) and index (B, K) long -> (B, K, ...)."""
-    expand = index.reshape(*index.shape, *([1] * (x.dim() - 2)))
-    return x.gather(1, expand.expand(-1, -1, *x.shape[2:]))
+    """Pick tokens: x (B, N, ...) and index (B, K) long -> (B, K, ...).
+
+    Advanced indexing copies whole rows; ``gather`` with the index expanded
+    over the channels reads an index per element, for the same result
+    (tools/analysis/benchmark_token_ops.py times both). ``index`` must be
+    long: a bool one would index as a mask."""
+    if index.dtype != torch.long:
+        raise TypeError(f'index must be torch.long, got {index.dtype}')
+    batch = torch.arange(x.shape[0], device=x.device)[:, None]  # (B, 1)
+    return x[batch, index]
 
 
 def scatter_tokens(base: Tensor, index: Tensor, src: Tensor,
@@ -15,9 +22,9 @@ def scatter_tokens(base: Tensor, index: Tensor, src: Tensor,
     at ``index`` (B, K); entries whose ``mask`` (B, K) is False are dropped
     (padding indices may repeat a real one)."""
     batch, num, channels = base.shape
-    out = base.new_empty(batch, num + 1, channels)
-    out[:, :num] = base  # the one copy of base
-    return _scatter_with_slot(out, index, src, mask)
+    # the one copy of base, with the spare slot: (B, N + 1, C) -> flat
+    flat = torch.cat([base, base.new_zeros(batch, 1, channels)], dim=1)
+    return _scatter_with_slot(flat.flatten(0, 1), batch, num, index, src, mask)
 
 
 def place_tokens(index: Tensor, src: Tensor, mask: Tensor, num: int,
@@ -26,19 +33,33 @@ def place_tokens(index: Tensor, src: Tensor, mask: Tensor, num: int,
     ``dtype`` holding ``src`` (B, K, C) at ``index`` (B, K) where ``mask``
     (B, K) is True, 0 elsewhere (one zero fill, no copy of a base)."""
     batch, _, channels = src.shape
-    out = src.new_zeros(batch, num + 1, channels, dtype=dtype)
-    return _scatter_with_slot(out, index, src, mask)
+    flat = src.new_zeros(batch * (num + 1), channels, dtype=dtype)
+    return _scatter_with_slot(flat, batch, num, index, src, mask)
 
 
-def _scatter_with_slot(out: Tensor, index: Tensor, src: Tensor,
-                       mask: Tensor) -> Tensor:
-    """Scatter ``src`` into ``out`` (B, N + 1, C) in place, padded entries
-    into the extra last slot, which is then cut off: (B, N, C)."""
-    num = out.shape[1] - 1
+def _scatter_with_slot(flat: Tensor, batch: int, num: int, index: Tensor,
+                       src: Tensor, mask: Tensor) -> Tensor:
+    """Write ``src`` rows into ``flat`` (B * (N + 1), C), the rows of image
+    b from b (N + 1) on, in place, padded entries into each image's extra
+    last slot, which is then cut off: (B, N, C).
+
+    One row copy per token (``index_copy_``) instead of ``scatter_``'s
+    index per element (tools/analysis/benchmark_token_ops.py times both).
+    Real indices are distinct and in [0, N) (as every caller makes them),
+    so the result is the scatter's exactly; unlike ``scatter_``, an index
+    outside [0, N) would not raise but land in a neighbouring image's rows.
+    ``flat`` is written in place and read on, so that tracing (ONNX) sees
+    the write."""
+    if index.dtype != torch.long:
+        raise TypeError(f'index must be torch.long, got {index.dtype}')
+    slots = num + 1
+    channels = flat.shape[1]
     target = torch.where(mask, index, torch.full_like(index, num))
-    out.scatter_(1, target[..., None].expand(-1, -1, out.shape[-1]),
-                 src.to(out.dtype))
-    return out[:, :num]
+    offset = torch.arange(batch, device=flat.device)[:, None] * slots
+    flat.index_copy_(0, (target + offset).flatten(),
+                     src.to(flat.dtype).reshape(-1, channels))
+    # (B * (N + 1), C) -> (B, N + 1, C) -> (B, N, C)
+    return flat.view(batch, slots, channels)[:, :num]
 
 
 def _is_full_grid(num_image: int, mask, grid_size) -> bool:

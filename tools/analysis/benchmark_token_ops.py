@@ -1,0 +1,105 @@
+"""The token moves of pruning, each against its alternatives and a plain
+copy of the same bytes, interleaved in one run.
+
+    python tools/analysis/benchmark_token_ops.py [--grid 50 84] \
+        [--channels 1920] [--keep 0.7] [--repeats 30]
+
+Shapes default to CEFormer-S's hidden map at 800x1344 (a 50 x 84 grid of
+1920 hidden channels, 70% of the cells kept). Rows:
+
+- place kept rows onto a zero grid (``tokens_to_grid``): ``zeros`` +
+  ``scatter_`` with the index expanded over the channels (the earlier
+  formulation) against ``place_tokens`` (``zeros`` + ``index_copy_`` of
+  whole rows), beside a copy of the kept rows;
+- read kept rows back (``grid_to_tokens``): ``gather`` with the expanded
+  index (earlier) against ``gather_tokens`` (advanced indexing), beside
+  the same copy.
+
+Every alternative's output is checked equal to the baseline's before
+timing. Prints the median ms and the ratio of each row to the first of
+its group.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from mmceformer.ops import gather_tokens, place_tokens
+
+
+def scatter_zero_grid(index, src, num):
+    """The earlier formulation: a zero grid, ``scatter_`` per element."""
+    batch, _, channels = src.shape
+    out = src.new_zeros(batch, num, channels)
+    return out.scatter_(1, index[..., None].expand(-1, -1, channels), src)
+
+
+def gather_expanded(x, index):
+    """The earlier formulation: ``gather`` with the index expanded."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def interleaved(fns, repeats):
+    times = [[] for _ in fns]
+    for fn in fns:
+        fn()  # warm-up
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--grid', type=int, nargs=2, default=[50, 84])
+    parser.add_argument('--channels', type=int, default=1920)
+    parser.add_argument('--keep', type=float, default=0.7)
+    parser.add_argument('--repeats', type=int, default=30)
+    args = parser.parse_args(argv)
+    num = args.grid[0] * args.grid[1]
+    kept = int(num * args.keep)
+    torch.manual_seed(0)
+    index = torch.randperm(num)[:kept].sort().values[None]  # (1, K)
+    valid = torch.ones_like(index, dtype=torch.bool)
+    src = torch.randn(1, kept, args.channels)
+    grid = torch.randn(1, num, args.channels)
+    groups = {
+        'kept rows onto a zero grid': [
+            ('zeros + scatter_ (earlier)',
+             lambda: scatter_zero_grid(index, src, num)),
+            ('place_tokens: zeros + index_copy_ (ours)',
+             lambda: place_tokens(index, src, valid, num, src.dtype)),
+            ('copy of the kept rows (reference)', lambda: src.clone()),
+        ],
+        'kept rows back from the grid': [
+            ('gather, expanded index (earlier)',
+             lambda: gather_expanded(grid, index)),
+            ('gather_tokens: advanced indexing (ours)',
+             lambda: gather_tokens(grid, index)),
+            ('copy of the kept rows (reference)', lambda: src.clone()),
+        ],
+    }
+    with torch.no_grad():
+        assert torch.equal(
+            scatter_zero_grid(index, src, num),
+            place_tokens(index, src, valid, num, src.dtype))
+        assert torch.equal(
+            gather_expanded(grid, index), gather_tokens(grid, index))
+        print(f'grid {args.grid[0]}x{args.grid[1]}, {args.channels} '
+              f'channels, {kept} of {num} cells kept; '
+              f'{torch.get_num_threads()} threads, median of '
+              f'{args.repeats}, interleaved')
+        print('| op | ms | ratio to the first of its group |')
+        print('|---|---|---|')
+        for name, rows in groups.items():
+            seconds = interleaved([fn for _, fn in rows], args.repeats)
+            print(f'| **{name}** | | |')
+            for (label, _), s in zip(rows, seconds):
+                print(f'| {label} | {1e3 * s:.2f} | {s / seconds[0]:.2f} |')
+
+
+if __name__ == '__main__':
+    main()
