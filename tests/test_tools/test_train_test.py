@@ -85,16 +85,27 @@ def test_dist_train_two_cpu_processes(toy_root, tmp_path):
     env = dict(
         os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1')
     work_dir = tmp_path / 'dist'
-    result = subprocess.run([
-        'bash',
-        str(ROOT / 'tools' / 'dist_train.sh'), CONFIG, '2', '--work-dir',
-        str(work_dir), '--cfg-options', *data_options(toy_root),
-        'train_dataloader.batch_size=2'
-    ],
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=600)
+
+    def launch():
+        return subprocess.run([
+            'bash',
+            str(ROOT / 'tools' / 'dist_train.sh'), CONFIG, '2', '--work-dir',
+            str(work_dir), '--cfg-options', *data_options(toy_root),
+            'train_dataloader.batch_size=2'
+        ],
+                              env=env,
+                              capture_output=True,
+                              text=True,
+                              timeout=600)
+
+    result = launch()
+    # Known flake, open: about 1 run in 8 (measured on this commit and the
+    # one before it) rank 0 aborts with "terminate called without an active
+    # exception" in the 2-process gloo run. One new launch is allowed for
+    # that abort only; any other failure fails at once.
+    if result.returncode and 'terminate called without an active' \
+            in result.stderr:
+        result = launch()
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(work_dir / 'epoch_1.pth')
     # 4 images over 2 processes with 2 images each: one iteration.
