@@ -165,6 +165,19 @@ def table(rows: Sequence[Dict], seeds: Sequence[int], metric: str,
     return '\n'.join(lines)
 
 
+def load_config(path: str, cfg_options: Sequence[str] = ()):
+    """The config with ``--cfg-options``-style ``KEY=VALUE`` strings merged,
+    parsed as tools/train.py parses them."""
+    from mmengine.config import Config, DictAction
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+        cfg.merge_from_dict(
+            parser.parse_args(['--cfg-options', *cfg_options]).cfg_options)
+    return cfg
+
+
 def time_modes(config: str, modes: Sequence[str],
                checkpoints: Sequence[Optional[str]], repeats: int,
                cfg_options: Sequence[str] = ()) -> List[Dict]:
@@ -172,16 +185,9 @@ def time_modes(config: str, modes: Sequence[str],
     first validation image."""
     import mmcv
     from benchmark_detector import benchmark
-    from mmengine.config import Config, DictAction
     configs = []
     for mode in modes:
-        cfg = Config.fromfile(config)
-        if cfg_options:
-            parser = argparse.ArgumentParser()
-            parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-            cfg.merge_from_dict(
-                parser.parse_args(['--cfg-options',
-                                   *cfg_options]).cfg_options)
+        cfg = load_config(config, cfg_options)
         cfg.model.backbone.attn_mode = mode
         cfg.model.backbone.pop('init_cfg', None)
         configs.append(cfg)
@@ -228,16 +234,8 @@ def main(argv=None):
     if owned:
         raise ValueError(f'--cfg-options must not set {owned}: use --modes '
                          f'and --seeds')
-    from mmengine.config import Config, DictAction
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        options = argparse.ArgumentParser()
-        options.add_argument('--cfg-options', nargs='+', action=DictAction)
-        cfg.merge_from_dict(
-            options.parse_args(['--cfg-options',
-                                *args.cfg_options]).cfg_options)
-    if cfg.train_cfg.get('type') != 'EpochBasedTrainLoop' and \
-            'max_epochs' not in cfg.train_cfg:
+    cfg = load_config(args.config, args.cfg_options)
+    if 'max_epochs' not in cfg.train_cfg:
         raise ValueError('train_modes reads epoch-based runs (train_cfg '
                          'with max_epochs; the curves are by epoch)')
     max_epochs = cfg.train_cfg.max_epochs
