@@ -7,7 +7,7 @@ from .token_sampling import (KERNELS, SCORES, SELECTS, TRAIN_DRAWS,
                              check_keep_ratio, cls_attention_scores,
                              grid_inverse_cdf, num_kept_tokens, sample_tokens,
                              systematic_inverse_cdf)
-from .tokens import (gather_tokens, grid_to_tokens, groups_from_block_mask,
+from .tokens import (GridBuffer, gather_tokens, grid_to_tokens, groups_from_block_mask,
                      mask_to_index, place_tokens, scatter_tokens,
                      tokens_to_grid, with_prefix)
 
@@ -18,5 +18,5 @@ __all__ = [
     'sample_tokens', 'num_kept_tokens', 'check_keep_ratio', 'gather_tokens',
     'scatter_tokens', 'place_tokens', 'tokens_to_grid', 'grid_to_tokens',
     'mask_to_index', 'groups_from_block_mask', 'with_prefix', 'is_tracing',
-    'grid_inverse_cdf', 'systematic_inverse_cdf', 'TRAIN_DRAWS'
+    'grid_inverse_cdf', 'systematic_inverse_cdf', 'TRAIN_DRAWS', 'GridBuffer'
 ]

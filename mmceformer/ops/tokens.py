@@ -1,6 +1,10 @@
 """Gather and scatter of token subsets, padded with a validity mask."""
+from typing import Optional
+
 import torch
 from torch import Tensor
+
+from .linear_attention import is_tracing
 
 
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
@@ -37,11 +41,24 @@ def place_tokens(index: Tensor, src: Tensor, mask: Tensor, num: int,
     return _scatter_with_slot(flat, batch, num, index, src, mask)
 
 
+def _slot_rows(batch: int, num: int, index: Tensor, mask: Tensor) -> Tensor:
+    """Rows of a flat (B * (N + 1), C) buffer that ``index`` (B, K) long
+    addresses: image b's rows start at b (N + 1); padded entries (``mask``
+    False) go to the image's extra last slot. Returns (B * K,) long."""
+    if index.dtype != torch.long:
+        raise TypeError(f'index must be torch.long, got {index.dtype}')
+    slots = num + 1
+    target = torch.where(mask, index, torch.full_like(index, num))
+    offset = torch.arange(batch, device=index.device)[:, None] * slots
+    return (target + offset).flatten()
+
+
 def _scatter_with_slot(flat: Tensor, batch: int, num: int, index: Tensor,
-                       src: Tensor, mask: Tensor) -> Tensor:
-    """Write ``src`` rows into ``flat`` (B * (N + 1), C), the rows of image
-    b from b (N + 1) on, in place, padded entries into each image's extra
-    last slot, which is then cut off: (B, N, C).
+                       src: Tensor, mask: Tensor,
+                       rows: Optional[Tensor] = None) -> Tensor:
+    """Write ``src`` rows into ``flat`` (B * (N + 1), C) in place, at the
+    :func:`_slot_rows` of ``index`` (or the ``rows`` given), then cut the
+    extra slots off: (B, N, C).
 
     One row copy per token (``index_copy_``) instead of ``scatter_``'s
     index per element (tools/analysis/benchmark_token_ops.py times both).
@@ -50,16 +67,62 @@ def _scatter_with_slot(flat: Tensor, batch: int, num: int, index: Tensor,
     outside [0, N) would not raise but land in a neighbouring image's rows.
     ``flat`` is written in place and read on, so that tracing (ONNX) sees
     the write."""
-    if index.dtype != torch.long:
-        raise TypeError(f'index must be torch.long, got {index.dtype}')
-    slots = num + 1
+    if rows is None:
+        rows = _slot_rows(batch, num, index, mask)
     channels = flat.shape[1]
-    target = torch.where(mask, index, torch.full_like(index, num))
-    offset = torch.arange(batch, device=flat.device)[:, None] * slots
-    flat.index_copy_(0, (target + offset).flatten(),
-                     src.to(flat.dtype).reshape(-1, channels))
+    flat.index_copy_(0, rows, src.to(flat.dtype).reshape(-1, channels))
     # (B * (N + 1), C) -> (B, N + 1, C) -> (B, N, C)
-    return flat.view(batch, slots, channels)[:, :num]
+    return flat.view(batch, num + 1, channels)[:, :num]
+
+
+class GridBuffer:
+    """One zero grid for the :func:`place_tokens` of every block of a
+    forward, instead of a new zero map per block.
+
+    A new map per block costs a zero fill of the whole grid (and, for a
+    large one, fresh pages from the OS) although only the kept tokens'
+    cells change: the buffer is filled with zeros once, every placement
+    writes its rows, and the rows of the previous placement are zeroed
+    again only when the placement changed (pruning makes a new ``pos``
+    tensor; the blocks between two pruning blocks pass the same one on,
+    so identity tells). The result equals :func:`place_tokens`'s exactly.
+
+    The grid it returns is overwritten by the next placement: it serves
+    only where nothing keeps it, so with autograd on (backward would read
+    it) and while tracing or compiling it hands out a fresh map instead.
+    """
+
+    def __init__(self):
+        self._flat = None  # (B * (N + 1), C), zero outside self._rows
+        self._rows = None  # (B * K,) rows the last placement wrote
+        self._key = None
+
+    def place(self, index: Tensor, src: Tensor, mask: Tensor, num: int,
+              key: tuple) -> Tensor:
+        """:func:`place_tokens` (index (B, K), src (B, K, C), mask (B, K)
+        -> (B, ``num``, C) of ``src``'s dtype); ``key``: a tuple of objects
+        that are the same (``is``) exactly when ``index`` and ``mask`` are,
+        such as the ``(pos, mask)`` tensors they were computed from."""
+        if torch.is_grad_enabled() or is_tracing():
+            return place_tokens(index, src, mask, num, src.dtype)
+        batch, _, channels = src.shape
+        flat = self._flat
+        if flat is None or flat.shape != (batch * (num + 1), channels) or \
+                flat.dtype != src.dtype or flat.device != src.device:
+            flat = self._flat = src.new_zeros(batch * (num + 1), channels)
+            self._rows = None
+        elif not self._same(key):
+            flat.index_fill_(0, self._rows, 0)  # the last placement's cells
+            self._rows = None
+        if self._rows is None:
+            self._rows = _slot_rows(batch, num, index, mask)
+            self._key = key
+        return _scatter_with_slot(flat, batch, num, index, src, mask,
+                                  self._rows)
+
+    def _same(self, key: tuple) -> bool:
+        return self._key is not None and len(key) == len(self._key) and all(
+            a is b for a, b in zip(key, self._key))
 
 
 def _is_full_grid(num_image: int, mask, grid_size) -> bool:
@@ -72,8 +135,12 @@ def _is_full_grid(num_image: int, mask, grid_size) -> bool:
     return mask is None and num_image == grid_size[0] * grid_size[1]
 
 
-def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
-                   grid_size) -> Tensor:
+def tokens_to_grid(x: Tensor,
+                   pos: Tensor,
+                   mask,
+                   num_prefix_tokens: int,
+                   grid_size,
+                   buffer: Optional[GridBuffer] = None) -> Tensor:
     """Image tokens onto their grid for a convolution.
 
     Args:
@@ -84,6 +151,9 @@ def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
         mask (Tensor | None): (B, N) bool, False on padding.
         num_prefix_tokens (int): P.
         grid_size (tuple[int, int]): (Hg, Wg).
+        buffer (GridBuffer | None): place into this forward's reused grid
+            (the result is then overwritten by the buffer's next use);
+            None makes a new one.
 
     Returns:
         Tensor: (B, C, Hg, Wg); cells without a token (pruned, SPEC 3) are 0.
@@ -97,8 +167,12 @@ def tokens_to_grid(x: Tensor, pos: Tensor, mask, num_prefix_tokens: int,
         cell = pos[:, num_prefix_tokens:] - num_prefix_tokens
         valid = torch.ones_like(cell, dtype=torch.bool) if mask is None \
             else mask[:, num_prefix_tokens:]
-        grid = place_tokens(cell, image_x, valid, grid_h * grid_w,
-                            image_x.dtype)
+        if buffer is None:
+            grid = place_tokens(cell, image_x, valid, grid_h * grid_w,
+                                image_x.dtype)
+        else:
+            grid = buffer.place(cell, image_x, valid, grid_h * grid_w,
+                                key=(pos, mask))
     # (B, Hg * Wg, C) -> (B, Hg, Wg, C) -> (B, C, Hg, Wg), a channels-last
     # view: no copy, and CPU depthwise convolutions run several times
     # faster on it (oneDNN) than on a contiguous NCHW tensor.

@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 import torch
-from helpers import images, in_mode, probe_loss
+from helpers import images, in_mode, peaked_attention, probe_loss
 
 from mmceformer.models import CEFormer
 
@@ -89,6 +89,99 @@ def test_drop_mode_convolutions_see_zero_grid_of_kept_tokens():
             pruned(x)[0], ref(x)[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('out_type', ['cls_token', 'featmap'])
+def test_reused_grid_without_autograd_equals_new_grids(out_type):
+    """Eval without autograd places every FFN's kept tokens into one grid
+    buffer (GridBuffer); with autograd each block gets a new zero grid.
+    Drop mode, two pruning blocks, a batch whose images keep different
+    counts (padding): the outputs agree."""
+    model = in_mode(
+        peaked_attention(
+            tiny(keep_ratio=0.5, prune_layers=[1, 3], out_type=out_type),
+            std=1.0, key_bias=-2.),
+        training=False)
+    x = images(batch=3, size=(64, 96))
+    with torch.no_grad():
+        reused = model(x)[0]
+    counts = torch.stack(model.token_counts)
+    with torch.enable_grad():
+        fresh = model(x)[0]
+    assert counts[-1].unique().numel() > 1  # padded: counts differ
+    torch.testing.assert_close(reused, fresh, rtol=0, atol=0)
+
+
+def _kept_cells(featmap):
+    return featmap.abs().sum(1) != 0  # (B, Hg, Wg)
+
+
+def test_skip_ffn_input_kept_tokens_is_the_drop_ffn_in_skip_mode():
+    """One pruning block, the last: with skip_ffn_input='kept_tokens' the
+    kept tokens come out as in drop mode (their FFN grid zero at pruned
+    cells) and the pruned ones unchanged; 'all_tokens' (the default) lets
+    the convolutions see the pruned tokens, which changes the kept
+    tokens' outputs. Without C2/C3 the FFN is token-wise: both equal."""
+    common = dict(keep_ratio=0.5, prune_layers=[3], out_type='featmap')
+    x = images(batch=2)
+    with torch.no_grad():
+        drop = in_mode(tiny(**common), training=False)(x)[0]
+        kept = in_mode(
+            tiny(prune_mode='skip', skip_ffn_input='kept_tokens', **common),
+            training=False)(x)[0]
+        every = in_mode(
+            tiny(prune_mode='skip', **common), training=False)(x)[0]
+    cells = _kept_cells(drop)[:, None].expand_as(drop)
+    assert 0 < cells[:, 0].float().mean() < 1
+    torch.testing.assert_close(kept[cells], drop[cells])
+    assert (kept[~cells] != 0).all()  # the pruned tokens stay
+    assert not torch.allclose(every[cells], drop[cells], atol=1e-3)
+    with torch.no_grad():
+        outs = [
+            in_mode(
+                tiny(
+                    prune_mode='skip',
+                    skip_ffn_input=choice,
+                    use_c2=False,
+                    use_c3=False,
+                    **common),
+                training=False)(x)[0]
+            for choice in CEFormer.SKIP_FFN_INPUTS
+        ]
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('skip_ffn_input,use_c2,scatters', [
+    ('all_tokens', True, 2),
+    ('kept_tokens', True, 1),
+    ('all_tokens', False, 1),
+])
+def test_skip_mode_builds_the_full_sequence_only_for_convolutions(
+        monkeypatch, skip_ffn_input, use_c2, scatters):
+    """A pruning block in skip mode writes its kept tokens back into the
+    full sequence (one scatter); a second one assembles the FFN's input
+    sequence, only when its convolutions read it."""
+    from mmceformer.models.layers import token_block
+    calls = []
+
+    def counting(*args):
+        calls.append(1)
+        return scatter(*args)
+
+    scatter = token_block.scatter_tokens
+    monkeypatch.setattr(token_block, 'scatter_tokens', counting)
+    model = in_mode(
+        tiny(
+            prune_layers=[3],
+            prune_mode='skip',
+            skip_ffn_input=skip_ffn_input,
+            use_c2=use_c2,
+            use_c3=use_c2,
+            out_type='featmap'),
+        training=False)
+    with torch.no_grad():
+        model(images(batch=1))
+    assert len(calls) == scatters
+
+
 def test_batch_independence_in_eval():
     model = in_mode(tiny(keep_ratio=0.5), training=False)
     x = images(batch=3)
@@ -103,6 +196,8 @@ def test_batch_independence_in_eval():
     (dict(keep_ratio=1.5), 'keep_ratio'),
     (dict(attn_mode='fast'), 'attn_mode'),
     (dict(out_type='tokens'), 'out_type'),
+    (dict(skip_ffn_input='pruned', prune_mode='skip'), 'skip_ffn_input'),
+    (dict(skip_ffn_input='kept_tokens', prune_mode='drop'), 'skip_ffn_input'),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -121,3 +121,26 @@ def test_pretrained_classifier_checkpoint_loads_with_prefix(tmp_path):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kwargs)
+
+
+def test_skip_mode_writes_back_without_assembling_an_ffn_input(monkeypatch):
+    """The token-wise FFN of a pruning block in skip mode runs on the kept
+    tokens: one scatter per pruning block (its output back into the full
+    sequence), not a second one for a context that it does not read."""
+    from mmceformer.models.layers import token_block
+    calls = []
+    scatter = token_block.scatter_tokens
+
+    def counting(*args):
+        calls.append(1)
+        return scatter(*args)
+
+    monkeypatch.setattr(token_block, 'scatter_tokens', counting)
+    model = in_mode(
+        tiny(attn_mode='eattn', prune_mode='skip', prune_layers=[2, 4],
+             out_type='featmap'),
+        training=False)
+    with torch.no_grad():
+        out = model(images(batch=1))[0]
+    assert out.shape == (1, 48, 4, 4)
+    assert len(calls) == 2

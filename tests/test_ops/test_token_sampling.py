@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmceformer.ops import (cls_attention_scores, gather_tokens,
+from mmceformer.ops import (GridBuffer, cls_attention_scores, gather_tokens,
                             grid_inverse_cdf, linear_attention_reference,
                             num_kept_tokens, place_tokens, sample_tokens,
                             scatter_tokens)
@@ -256,6 +256,58 @@ def test_gather_scatter_round_trip():
     out.sum().backward()  # gradients reach the written and the kept entries
     assert base.grad[0].sum(-1).tolist() == [3, 0, 3, 3, 0, 3]
     assert src.grad.sum(-1).tolist() == [[3, 3, 0], [3, 3, 3]]
+
+
+def test_token_moves_refuse_a_non_long_index():
+    """A bool index would index as a mask, an int one is not an index
+    dtype of index_copy_: both are refused by name."""
+    x = torch.randn(2, 6, 3)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    for bad in (torch.tensor([[True, False]] * 2), torch.zeros(2, 2).int()):
+        with pytest.raises(TypeError, match='index must be torch.long'):
+            gather_tokens(x, bad)
+        with pytest.raises(TypeError, match='index must be torch.long'):
+            scatter_tokens(x, bad, x[:, :2], mask)
+        with pytest.raises(TypeError, match='index must be torch.long'):
+            place_tokens(bad, x[:, :2], mask, 6, x.dtype)
+
+
+def test_grid_buffer_equals_a_new_zero_grid_for_every_placement():
+    """Same placement with new values, a subset (the stale rows must be 0
+    again), a padded one, another shape and dtype: each result equals
+    place_tokens's, and the buffer is reused where nothing else needs it."""
+    gen = torch.Generator().manual_seed(0)
+    buffer = GridBuffer()
+    pos_a, pos_b, pos_c = object(), object(), object()
+    steps = [
+        ([[0, 2, 3, 5], [1, 2, 4, 5]], None, pos_a, 6, torch.float32),
+        ([[0, 2, 3, 5], [1, 2, 4, 5]], None, pos_a, 6, torch.float32),
+        ([[2, 5, 0, 0], [1, 4, 5, 0]], [[1, 1, 0, 0], [1, 1, 1, 0]], pos_b,
+         6, torch.float32),
+        ([[3, 0, 0, 0], [0, 1, 2, 3]], [[1, 0, 0, 0], [1, 1, 1, 1]], pos_c,
+         6, torch.float32),
+        ([[3, 1], [0, 7]], None, pos_a, 8, torch.float64),
+    ]
+    ptrs = []
+    with torch.no_grad():
+        for index, mask, key, num, dtype in steps:
+            index = torch.tensor(index)
+            mask = torch.ones_like(index, dtype=torch.bool) if mask is None \
+                else torch.tensor(mask, dtype=torch.bool)
+            src = torch.randn(2, index.shape[1], 5, generator=gen).to(dtype)
+            got = buffer.place(index, src, mask, num, key=(key, None))
+            assert got.equal(place_tokens(index, src, mask, num, dtype))
+            ptrs.append(got.data_ptr())
+    assert len(set(ptrs[:4])) == 1 and ptrs[4] != ptrs[0]  # one buffer
+    # with autograd on, backward needs each grid: a new one per call
+    src = torch.randn(2, 4, 5, requires_grad=True)
+    index = torch.tensor(steps[0][0])
+    mask = torch.ones_like(index, dtype=torch.bool)
+    first = buffer.place(index, src, mask, 6, key=(pos_a, None))
+    second = buffer.place(index, src * 2, mask, 6, key=(pos_a, None))
+    assert first.data_ptr() != second.data_ptr()
+    assert first.equal(place_tokens(index, src, mask, 6, src.dtype))
+    assert first.requires_grad
 
 
 def exact_grid_inverse_cdf(weights, num_samples):

@@ -129,6 +129,24 @@ def test_token_ops_benchmark_checks_equality_and_prints_ratios(capsys):
     rows = [line for line in out.splitlines() if '(earlier)' in line]
     assert len(rows) == 2 and all(r.endswith('| 1.00 |') for r in rows)
     assert out.count('(ours)') == 2
+    assert out.count('| GridBuffer, ') == 2
+
+
+def test_token_ops_benchmark_times_a_backbone_with_and_without_buffer(
+        capsys):
+    """The toy CEFormer (drop mode, two pruning blocks) with its
+    GridBuffer against a new grid per block: outputs checked equal, one
+    row each."""
+    import benchmark_token_ops
+    benchmark_token_ops.main([
+        '--grid', '4', '6', '--channels', '8', '--repeats', '1',
+        '--backbone', 'configs/toy/cls_ceformer_toy.py', '--shape', '64', '96'
+    ])
+    out = capsys.readouterr().out
+    assert 'cls_ceformer_toy.py backbone, 64x96' in out
+    baseline = [line for line in out.splitlines() if '(baseline)' in line]
+    assert len(baseline) == 1 and baseline[0].endswith('| 1.00 |')
+    assert '| GridBuffer: one grid per forward (ours) |' in out
 
 
 def test_bytes_of_scatters_puts_and_copies_count_the_touched_elements():

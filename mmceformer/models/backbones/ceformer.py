@@ -28,8 +28,8 @@ from mmpretrain.models.utils import (build_norm_layer, resize_pos_embed,
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmceformer.ops import (check_choice, gather_tokens, grid_to_tokens,
-                            tokens_to_grid)
+from mmceformer.ops import (GridBuffer, check_choice, gather_tokens,
+                            grid_to_tokens, tokens_to_grid)
 from mmceformer.registry import register_model
 from ..layers import EAttention, SimplePyramid, Tokens, attention_block
 from .eattention_vit import resolve_prune_layers
@@ -139,7 +139,8 @@ class ConvFFN(BaseModule):
                 num_prefix_tokens: int,
                 grid_size,
                 out_pos: Optional[Tensor] = None,
-                out_mask: Optional[Tensor] = None) -> Tensor:
+                out_mask: Optional[Tensor] = None,
+                grid_buffer: Optional[GridBuffer] = None) -> Tensor:
         """
         Args:
             source (Tokens): (B, N, C) normalised tokens whose grid the
@@ -151,6 +152,8 @@ class ConvFFN(BaseModule):
                 to return, a subset of the full ``source`` sequence (``skip``
                 mode: the kept ones); None returns every source token.
             out_mask (Tensor | None): (B, N') bool padding mask of them.
+            grid_buffer (GridBuffer | None): the forward's reused hidden
+                grid for pruned sequences (no new zero map per block).
 
         Returns:
             Tensor: (B, N', C) FFN outputs.
@@ -165,7 +168,7 @@ class ConvFFN(BaseModule):
             out_pos, out_mask = source.pos, source.mask
         # (B, N, hidden) -> (B, hidden, Hg, Wg)
         grid = tokens_to_grid(hidden, source.pos, source.mask,
-                              num_prefix_tokens, grid_size)
+                              num_prefix_tokens, grid_size, grid_buffer)
         # sum of the branches, without sum()'s extra pass adding to 0
         local = self.dw_convs[0](grid)
         for conv in self.dw_convs[1:]:
@@ -221,11 +224,25 @@ class ConvFFN(BaseModule):
 
 class CEFormerBlock(BaseModule):
     """Pre-norm block: ``x + DropPath(EAttention(LN(x)))``, then
-    ``x + DropPath(ConvFFN(LN(x)))``."""
+    ``x + DropPath(ConvFFN(LN(x)))``.
 
-    def __init__(self, embed_dims, num_heads, mlp_ratio, drop_rate,
-                 drop_path_rate, norm_cfg, ffn_cfg, attn_cfg):
+    ``skip_ffn_input`` (``prune_mode='skip'``): ``'all_tokens'`` gives the
+    FFN every token (its convolutions see the pruned ones around the kept
+    ones; fc1 runs on all), ``'kept_tokens'`` the kept ones only, their
+    grid zero at pruned cells as in ``drop``."""
+
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 mlp_ratio,
+                 drop_rate,
+                 drop_path_rate,
+                 norm_cfg,
+                 ffn_cfg,
+                 attn_cfg,
+                 skip_ffn_input='all_tokens'):
         super().__init__()
+        self.skip_ffn_input = skip_ffn_input
         self.ln1 = build_norm_layer(norm_cfg, embed_dims)
         self.attn = EAttention(
             embed_dims, num_heads, proj_drop=drop_rate, **attn_cfg)
@@ -235,21 +252,38 @@ class CEFormerBlock(BaseModule):
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 \
             else nn.Identity()
 
-    def forward(self, tokens: Tokens, seq_len: int, grid_size) -> Tokens:
+    def forward(self,
+                tokens: Tokens,
+                seq_len: int,
+                grid_size,
+                grid_buffer: Optional[GridBuffer] = None) -> Tokens:
         prefix = self.attn.num_prefix_tokens
 
         def ffn_residual(kept, context):  # (Tokens, Tokens | None) -> Tensor
             if context is None:
                 out = self.ffn(
-                    kept._replace(x=self.ln2(kept.x)), prefix, grid_size)
+                    kept._replace(x=self.ln2(kept.x)),
+                    prefix,
+                    grid_size,
+                    grid_buffer=grid_buffer)
             else:  # skip: the convolutions see every token of the grid
                 out = self.ffn(
                     context._replace(x=self.ln2(context.x)), prefix, grid_size,
                     kept.pos, kept.mask)
             return kept.x + self.drop_path(out)
 
-        return attention_block(tokens, self.attn, self.ln1, self.drop_path,
-                               ffn_residual, seq_len, grid_size)
+        # a token-wise FFN (no C2/C3) never needs the full sequence
+        needs_context = self.skip_ffn_input == 'all_tokens' and len(
+            self.ffn.dw_convs) > 0
+        return attention_block(
+            tokens,
+            self.attn,
+            self.ln1,
+            self.drop_path,
+            ffn_residual,
+            seq_len,
+            grid_size,
+            ffn_context=needs_context)
 
 
 def _is_pretrained(init_cfg) -> bool:
@@ -284,6 +318,14 @@ class CEFormer(BaseBackbone):
             ``'softmax'``.
         keep_ratio, prune_layers, score, select, prune_mode, feature_map,
             pos_weight: as in :class:`EAttentionViT`.
+        skip_ffn_input (str): with ``prune_mode='skip'``, what the FFN of a
+            pruning block gets: ``'all_tokens'`` (default) every token, so
+            its convolutions see the pruned tokens around the kept ones
+            (fc1 runs on all of them), or ``'kept_tokens'``: only the kept
+            ones, pruned cells zero in the FFN's grid as in ``'drop'``
+            (fc1 on kept tokens only: less work, another function; see
+            docs/benchmarks.md for what it measured). Other prune modes
+            accept only the default.
         out_type (str): ``'cls_token'`` (B, C) for classification,
             ``'avg_featmap'`` (B, C), ``'featmap'`` (B, C, H/16, W/16), or
             ``'pyramid'``: 4 maps at strides 4/8/16/32 with channels
@@ -324,6 +366,7 @@ class CEFormer(BaseBackbone):
         'l': dict(embed_dims=512, depth=24, num_heads=8),
     }
     OUT_TYPES = ('cls_token', 'avg_featmap', 'featmap', 'pyramid')
+    SKIP_FFN_INPUTS = ('all_tokens', 'kept_tokens')
     num_extra_tokens = 1  # CLS
     #: The ViT recipe (timm, DeiT), so that any config gets it, not only
     #: the classifiers that inherit mmpretrain's DeiT ``init_cfg``.
@@ -348,6 +391,7 @@ class CEFormer(BaseBackbone):
                  select: str = 'inverse_cdf',
                  train_draws: str = 'systematic',
                  prune_mode: str = 'drop',
+                 skip_ffn_input: str = 'all_tokens',
                  feature_map: str = 'elu1',
                  pos_weight: Optional[str] = '1d',
                  out_type: str = 'cls_token',
@@ -375,6 +419,12 @@ class CEFormer(BaseBackbone):
             raise ValueError(f"arch must be one of {tuple(self.arch_zoo)} or "
                              f'a dict, got {arch!r}')
         check_choice('out_type', out_type, self.OUT_TYPES)
+        check_choice('skip_ffn_input', skip_ffn_input, self.SKIP_FFN_INPUTS)
+        if skip_ffn_input != 'all_tokens' and prune_mode != 'skip':
+            raise ValueError(
+                f"skip_ffn_input={skip_ffn_input!r} applies to "
+                f"prune_mode='skip' only, got prune_mode={prune_mode!r} "
+                f"(leave skip_ffn_input='all_tokens')")
         self.embed_dims = settings['embed_dims']
         self.depth = settings['depth']
         self.num_heads = settings['num_heads']
@@ -431,7 +481,8 @@ class CEFormer(BaseBackbone):
                     prune_mode=prune_mode,
                     feature_map=feature_map,
                     pos_weight=pos_weight,
-                    value_conv=use_c1)) for i in range(self.depth)
+                    value_conv=use_c1),
+                skip_ffn_input=skip_ffn_input) for i in range(self.depth)
         ])
         self.ln1 = build_norm_layer(norm_cfg, self.embed_dims)
         self._register_load_state_dict_pre_hook(self._prepare_pos_embed)
@@ -538,12 +589,14 @@ class CEFormer(BaseBackbone):
         tokens = Tokens.full(self.drop_after_pos(x))
         seq_len = tokens.x.shape[1]
         self.token_counts = []
+        # the FFNs' hidden grid of pruned sequences, one per forward
+        grid_buffer = GridBuffer()
         for layer in self.layers:
             if self.with_cp and tokens.x.requires_grad:
                 tokens = cp.checkpoint(
                     layer, tokens, seq_len, grid_size, use_reentrant=False)
             else:
-                tokens = layer(tokens, seq_len, grid_size)
+                tokens = layer(tokens, seq_len, grid_size, grid_buffer)
             self.token_counts.append(tokens.processed)
         tokens = tokens._replace(x=self.ln1(tokens.x))
         return self._format(tokens, grid_size)

@@ -41,7 +41,8 @@ def attention_block(tokens: Tokens,
                     ffn_residual: Callable[[Tokens, Optional[Tokens]], Tensor],
                     seq_len: int,
                     grid_size: Optional[Sequence[int]] = None,
-                    attn_bias: Optional[Tensor] = None) -> Tokens:
+                    attn_bias: Optional[Tensor] = None,
+                    ffn_context: bool = False) -> Tokens:
     """``x <- x + DropPath(attn(norm(x)))``, then ``x <- ffn_residual(x)``.
 
     When ``attn`` samples tokens, only the kept ones go through this block:
@@ -61,12 +62,15 @@ def attention_block(tokens: Tokens,
         ffn_residual (callable): ``(kept, context) -> x + FFN(x)`` for the
             (kept) tokens, (B, N', C). It gets :class:`Tokens` so that a
             convolutional FFN can place them on the grid; ``context`` is the
-            full sequence in ``skip`` mode (pruned tokens are still there
-            for the convolution to see, as keys are for the attention),
-            else None.
+            full sequence in ``skip`` mode if ``ffn_context`` (pruned
+            tokens are still there for the convolution to see, as keys are
+            for the attention), else None.
         seq_len (int): original sequence length M (prefix included).
         grid_size (tuple[int, int] | None): original token grid (Hg, Wg).
         attn_bias (Tensor | None): additive softmax logits, see EAttention.
+        ffn_context (bool): whether ``ffn_residual`` reads ``context`` in
+            ``skip`` mode; a token-wise FFN does not, and the full sequence
+            is then not assembled for it.
 
     Returns:
         Tokens: (B, N', C) with N' = N unless pruned tokens were dropped.
@@ -98,7 +102,8 @@ def attention_block(tokens: Tokens,
     if attn.prune_mode == 'drop':
         return kept._replace(x=ffn_residual(kept, None), processed=processed)
     context = tokens._replace(
-        x=scatter_tokens(tokens.x, out.index, kept.x, out.mask))
+        x=scatter_tokens(tokens.x, out.index, kept.x, out.mask)) \
+        if ffn_context else None
     kept = kept._replace(x=ffn_residual(kept, context))
     return tokens._replace(
         x=scatter_tokens(tokens.x, out.index, kept.x, out.mask),
