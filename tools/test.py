@@ -1,6 +1,10 @@
 """Evaluate a checkpoint: COCO bbox/segm mAP for detection configs (mmdet's
 CocoMetric, pycocotools), top-1/top-5 for classification configs.
 
+A config's ``compile`` (mmengine's option: True or ``torch.compile``'s
+keyword arguments, e.g. ``--cfg-options compile=True``) compiles the
+model's forward, as tools/train.py does.
+
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
         [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
 """
@@ -11,7 +15,8 @@ from mmengine.runner import Runner
 
 import mmceformer  # noqa: F401  (registers models; safe checkpoint loading)
 from mmceformer.utils.launch import prepare_cpu_distributed
-from mmceformer.utils.tools import add_common_args, load_config
+from mmceformer.utils.tools import (add_common_args, compile_model_forward,
+                                    load_config, take_compile_option)
 
 
 def parse_args(argv=None):
@@ -40,7 +45,9 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     prepare_cpu_distributed(cfg)
+    compile_options = take_compile_option(cfg)
     runner = Runner.from_cfg(cfg)
+    compile_model_forward(runner.model, compile_options)
     metrics = runner.test()
     # One line per metric, for scripts and for people.
     for name, value in metrics.items():

@@ -4,6 +4,10 @@
         [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
 
 Distributed: tools/dist_train.sh CONFIG GPUS [args] (torchrun).
+
+A config's ``compile`` (True or ``torch.compile``'s arguments, e.g.
+``--cfg-options compile=True``) compiles the model's forward for every
+step (mmceformer.utils.tools.compile_model_forward).
 """
 import argparse
 
@@ -12,7 +16,8 @@ from mmengine.runner import Runner
 
 import mmceformer  # noqa: F401  (registers models; safe checkpoint loading)
 from mmceformer.utils.launch import prepare_cpu_distributed
-from mmceformer.utils.tools import add_common_args, load_config
+from mmceformer.utils.tools import (add_common_args, compile_model_forward,
+                                    load_config, take_compile_option)
 
 
 def parse_args(argv=None):
@@ -61,7 +66,10 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     prepare_cpu_distributed(cfg)
+    # the config's compile option, applied to the model's forward
+    compile_options = take_compile_option(cfg)
     runner = Runner.from_cfg(cfg)
+    compile_model_forward(runner.model, compile_options)
     runner.train()
     return runner
 

@@ -1,9 +1,10 @@
-"""What tools/train.py and tools/test.py share: their common flags and the
-config they hand to mmengine's Runner."""
+"""What tools/train.py and tools/test.py share: their common flags, the
+config they hand to mmengine's Runner, and its ``compile`` option."""
 import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 
 
@@ -40,3 +41,35 @@ def load_config(args) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def take_compile_option(cfg: Config):
+    """Remove mmengine's ``compile`` option from ``cfg`` (so that the Runner
+    does not compile ``train_step`` itself) and return it, normalised:
+    None (off) or ``torch.compile``'s keyword arguments.
+
+    mmengine compiles the whole ``train_step``, optimizer step included,
+    and torch 2.14's dynamo fails on that step (InternalTorchDynamoError in
+    ``Adam.step``'s ``param_groups``, with any model); see
+    :func:`compile_model_forward`."""
+    option = cfg.pop('compile', None)
+    if option is None or option is False:
+        return None
+    if option is True:
+        return {}
+    if not isinstance(option, dict):
+        raise ValueError(f'compile must be True, False or a dict of '
+                         f'torch.compile arguments, got {option!r}')
+    return dict(option)
+
+
+def compile_model_forward(model, options) -> None:
+    """``torch.compile`` the model's ``forward`` (for a DDP wrapper, its
+    module's), which every train, val and test step runs (mode 'loss' and
+    'predict' get a graph each); preprocessing, loss parsing and the
+    optimizer step stay eager. ``options``: :func:`take_compile_option`'s
+    result (None: nothing)."""
+    if options is None:
+        return
+    module = getattr(model, 'module', model)
+    module.forward = torch.compile(module.forward, **options)

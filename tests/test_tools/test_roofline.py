@@ -121,6 +121,19 @@ def test_cli_profiles_a_backbone(capsys):
             assert r['ratio'] == pytest.approx(r['seconds'] / r['bound'])
 
 
+def test_cli_profiles_an_mmpretrain_vit_backbone(capsys):
+    """EAttentionViT (whose train(), as mmpretrain's, returns None) through
+    the same path: its Linear layers in the table."""
+    import roofline as tool
+    config = str(ROOT / 'configs' / 'toy' / 'cls_deit_toy.py')
+    result = tool.main([
+        config, '--shape', '64', '64', '--repeats', '1', '--cfg-options',
+        'model.backbone.arch.num_layers=2', 'model.backbone.prune_layers=[1]'
+    ])
+    assert '| addmm |' in capsys.readouterr().out
+    assert any(r['op'] == 'addmm' and r['macs'] > 0 for r in result['rows'])
+
+
 def test_token_ops_benchmark_checks_equality_and_prints_ratios(capsys):
     import benchmark_token_ops
     benchmark_token_ops.main(
@@ -174,3 +187,14 @@ def test_bytes_of_scatters_puts_and_copies_count_the_touched_elements():
     assert ('copy_', 2 * dest.nbytes) == ops[-1]
     masked = [b for op, b in ops if op == 'index_put_'][-1]
     assert masked == mask.nbytes + 4 + 4 * 8 * 4  # mask, value, 4 rows
+
+
+def test_dwconv_benchmark_checks_formulations_and_prints_ratios(capsys):
+    import benchmark_dwconv
+    seconds = benchmark_dwconv.main(
+        ['--grid', '5', '7', '--channels', '8', '--repeats', '1'])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith('| ')]
+    assert len(rows) == 1 + len(seconds) == 6  # header and five rows
+    assert rows[1].endswith('| 1.00 |') and 'as the model runs it' in rows[1]
+    assert 'GMAC/s' in out

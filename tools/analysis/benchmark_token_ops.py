@@ -65,7 +65,8 @@ def backbone_rows(config, shape, deploy):
 
     from mmceformer.utils.complexity import build_model
     model, _ = build_model(Config.fromfile(config))
-    backbone = model.backbone.eval()
+    backbone = model.backbone
+    backbone.eval()  # (mmpretrain backbones' train() returns None)
     if deploy:
         backbone.switch_to_deploy()
     module = __import__(type(backbone).__module__, fromlist=['GridBuffer'])

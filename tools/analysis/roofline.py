@@ -51,7 +51,8 @@ def model_call(cfg: Config,
         data = test_inputs(cfg, synthetic_image(*image_size))
         return lambda: model.test_step(data)
     model, _ = build_model(cfg)
-    backbone = model.backbone.eval()
+    backbone = model.backbone
+    backbone.eval()  # (mmpretrain backbones' train() returns None)
     if deploy and hasattr(backbone, 'switch_to_deploy'):
         backbone.switch_to_deploy()
     x = torch.randn(1, 3, *shape)

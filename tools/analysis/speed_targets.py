@@ -9,7 +9,8 @@ Backbones only, random weights, eval, no gradients, CPU; the models of one
 row group are timed interleaved (median of ``--repeats`` after a warm-up).
 ``--batch8`` adds batch 8 at 224x224 (throughput); ``--compile`` adds
 ``torch.compile``d models against the compiled baseline at 224x224.
-Classification behaviour (``prune_mode='drop'``) except Swin (``skip``).
+Classification behaviour (``prune_mode='drop'``) except Swin and the
+CEFormer rows of the Swin-T group (``skip``, as in the detection configs).
 Nothing here is a test: numbers depend on the machine.
 """
 import argparse
@@ -42,6 +43,12 @@ GROUPS = {
         ('Swin-T linear, stage scope',
          dict(SWIN, type='EAttentionSwin', attn_mode='linear',
               attn_scope='stage'), False),
+        # the detection configs' CEFormer (dense maps: pruned tokens skip)
+        ('CEFormer-S deploy, skip', dict(type='CEFormer', arch='s',
+                                         prune_mode='skip'), True),
+        ('CEFormer-S deploy, skip, FFN on kept tokens',
+         dict(type='CEFormer', arch='s', prune_mode='skip',
+              skip_ffn_input='kept_tokens'), True),
     ],
 }
 
