@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import TINY
 from mmengine.config import Config
+from torch.torch_version import TorchVersion
 
 from mmceformer.datasets import make_toy_cls
 
@@ -78,6 +79,10 @@ def test_compile_option_trains_and_tests(name, toy_cls_root, tmp_path,
     import torch._dynamo as dynamo
 
     import train as train_tool
+    if name == 'EAttentionSwin' and TorchVersion(torch.__version__) < (2, 2):
+        pytest.skip('torch 2.1 dynamo fails inside ESwin (InternalTorch'
+                    'DynamoError: super(type, obj) in its tracer), as in '
+                    'tests/test_models/test_compile.py')
     cfg = compiled_config(name, toy_cls_root)
     config = tmp_path / 'compiled.py'
     cfg.dump(str(config))
