@@ -39,3 +39,18 @@ def peaked_attention(model, std=0.25, seed=0, key_bias=0.):
                     dims = module.weight.shape[1]
                     module.bias[dims:2 * dims] = key_bias
     return model
+
+
+def count_scatters(monkeypatch):
+    """A list that gets one entry per call of the pruning block's
+    ``scatter_tokens`` (which still runs)."""
+    from mmceformer.models.layers import token_block
+    calls = []
+    scatter = token_block.scatter_tokens
+
+    def counting(*args):
+        calls.append(1)
+        return scatter(*args)
+
+    monkeypatch.setattr(token_block, 'scatter_tokens', counting)
+    return calls

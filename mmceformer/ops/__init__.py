@@ -7,9 +7,9 @@ from .token_sampling import (KERNELS, SCORES, SELECTS, TRAIN_DRAWS,
                              check_keep_ratio, cls_attention_scores,
                              grid_inverse_cdf, num_kept_tokens, sample_tokens,
                              systematic_inverse_cdf)
-from .tokens import (GridBuffer, gather_tokens, grid_to_tokens, groups_from_block_mask,
-                     mask_to_index, place_tokens, scatter_tokens,
-                     tokens_to_grid, with_prefix)
+from .tokens import (GridBuffer, gather_tokens, grid_to_tokens,
+                     groups_from_block_mask, mask_to_index, place_tokens,
+                     scatter_tokens, tokens_to_grid, with_prefix)
 
 __all__ = [
     'FEATURE_MAPS', 'POS_WEIGHTS', 'check_choice', 'KERNELS', 'SCORES',

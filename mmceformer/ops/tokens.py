@@ -121,7 +121,7 @@ class GridBuffer:
                                   self._rows)
 
     def _same(self, key: tuple) -> bool:
-        return self._key is not None and len(key) == len(self._key) and all(
+        return self._key is not None and all(
             a is b for a, b in zip(key, self._key))
 
 

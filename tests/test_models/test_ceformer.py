@@ -3,7 +3,8 @@ import itertools
 
 import pytest
 import torch
-from helpers import images, in_mode, peaked_attention, probe_loss
+from helpers import (count_scatters, images, in_mode, peaked_attention,
+                     probe_loss)
 
 from mmceformer.models import CEFormer
 
@@ -159,15 +160,7 @@ def test_skip_mode_builds_the_full_sequence_only_for_convolutions(
     """A pruning block in skip mode writes its kept tokens back into the
     full sequence (one scatter); a second one assembles the FFN's input
     sequence, only when its convolutions read it."""
-    from mmceformer.models.layers import token_block
-    calls = []
-
-    def counting(*args):
-        calls.append(1)
-        return scatter(*args)
-
-    scatter = token_block.scatter_tokens
-    monkeypatch.setattr(token_block, 'scatter_tokens', counting)
+    calls = count_scatters(monkeypatch)
     model = in_mode(
         tiny(
             prune_layers=[3],

@@ -1,7 +1,7 @@
 """EAttentionViT: mmpretrain's ViT/DeiT with E-Attention."""
 import pytest
 import torch
-from helpers import images, in_mode, probe_loss
+from helpers import count_scatters, images, in_mode, probe_loss
 from mmpretrain.models.backbones import VisionTransformer
 
 from mmceformer.models import EAttentionViT
@@ -127,15 +127,7 @@ def test_skip_mode_writes_back_without_assembling_an_ffn_input(monkeypatch):
     """The token-wise FFN of a pruning block in skip mode runs on the kept
     tokens: one scatter per pruning block (its output back into the full
     sequence), not a second one for a context that it does not read."""
-    from mmceformer.models.layers import token_block
-    calls = []
-    scatter = token_block.scatter_tokens
-
-    def counting(*args):
-        calls.append(1)
-        return scatter(*args)
-
-    monkeypatch.setattr(token_block, 'scatter_tokens', counting)
+    calls = count_scatters(monkeypatch)
     model = in_mode(
         tiny(attn_mode='eattn', prune_mode='skip', prune_layers=[2, 4],
              out_type='featmap'),

@@ -9,13 +9,12 @@ and backward graphs (functionalised in-place token moves included), without
 the C++ code generation of inductor, which would take minutes per backbone
 on 2 cores; the compiled speed is measured by
 ``tools/analysis/speed_targets.py --compile`` (inductor)."""
-import copy
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, _tiny_model_cfg
 from mmengine.config import Config
 from torch.torch_version import TorchVersion
 
@@ -44,19 +43,13 @@ def toy_cls_root(tmp_path_factory):
 
 
 def compiled_config(name, root):
-    """The toy classifier with ``name``'s tiny backbone (E-Attention, two
-    pruning blocks' worth of the defaults), one epoch of 4 images."""
+    """The toy classifier with ``name``'s tiny backbone (E-Attention), one
+    epoch of 4 images."""
     cfg = Config.fromfile(TOY)
     options, neck = CLASSIFIER[name]
-    backbone = dict(type=name, attn_mode='eattn', **copy.deepcopy(TINY[name]))
-    backbone.update(options)
-    cfg.model.backbone = backbone
+    cfg.model.backbone = dict(type=name, attn_mode='eattn', **options)
     cfg.model.neck = neck
-    from mmpretrain.registry import MODELS
-    probe = MODELS.build(backbone)
-    probe.eval()
-    with torch.no_grad():
-        cfg.model.head.in_channels = probe(torch.zeros(1, 3, 64, 64))[-1].shape[1]
+    cfg.model = _tiny_model_cfg(cfg)  # TINY[name], head channels to match
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = root
         cfg[loader].num_workers = 0

@@ -242,7 +242,6 @@ class CEFormerBlock(BaseModule):
                  attn_cfg,
                  skip_ffn_input='all_tokens'):
         super().__init__()
-        self.skip_ffn_input = skip_ffn_input
         self.ln1 = build_norm_layer(norm_cfg, embed_dims)
         self.attn = EAttention(
             embed_dims, num_heads, proj_drop=drop_rate, **attn_cfg)
@@ -251,6 +250,10 @@ class CEFormerBlock(BaseModule):
             embed_dims, int(embed_dims * mlp_ratio), drop=drop_rate, **ffn_cfg)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 \
             else nn.Identity()
+        # whether skip mode assembles the full sequence for the FFN: only
+        # for convolutions that see it (a token-wise FFN never needs it)
+        self.ffn_context = skip_ffn_input == 'all_tokens' and len(
+            self.ffn.dw_convs) > 0
 
     def forward(self,
                 tokens: Tokens,
@@ -272,9 +275,6 @@ class CEFormerBlock(BaseModule):
                     kept.pos, kept.mask)
             return kept.x + self.drop_path(out)
 
-        # a token-wise FFN (no C2/C3) never needs the full sequence
-        needs_context = self.skip_ffn_input == 'all_tokens' and len(
-            self.ffn.dw_convs) > 0
         return attention_block(
             tokens,
             self.attn,
@@ -283,7 +283,7 @@ class CEFormerBlock(BaseModule):
             ffn_residual,
             seq_len,
             grid_size,
-            ffn_context=needs_context)
+            ffn_context=self.ffn_context)
 
 
 def _is_pretrained(init_cfg) -> bool:
