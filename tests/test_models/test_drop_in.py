@@ -253,3 +253,57 @@ def test_vit_bad_out_type_raises_like_mmpretrain():
             cls(arch=TINY['EAttentionViT']['arch'],
                 img_size=64,
                 out_type='tokens')
+
+
+DENSE = {
+    'EAttentionViT': dict(out_type='pyramid'),
+    'CEFormer': dict(out_type='pyramid'),
+    'EAttentionSwin': dict(out_indices=(0, 1, 2, 3)),
+}
+
+
+@pytest.mark.parametrize('prune_mode', ['skip', 'drop'])
+@pytest.mark.parametrize('mode', ATTN_MODES)
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_dense_maps_are_contiguous_as_mmdet_backbones_return_them(
+        name, mode, prune_mode):
+    """mmdet's necks and mmcv's RoIAlign take the maps as mmdet's own
+    backbones give them: contiguous NCHW. (RoIAlign reads memory as NCHW:
+    a channels-last map, the token grid's own layout, gives wrong RoI
+    features; test_detection checks that end to end.)"""
+    if name == 'EAttentionSwin' and prune_mode == 'drop':
+        pytest.skip('Swin keeps every map dense (skip only)')
+    cfg = dict(type=name, attn_mode=mode, **TINY[name], **DENSE[name])
+    if name != 'EAttentionSwin':
+        cfg['prune_mode'] = prune_mode
+    model = MODELS.build(cfg)
+    model.eval()
+    with torch.no_grad():
+        maps = model(images())
+    assert len(maps) == 4
+    for m in maps:
+        assert m.dim() == 4 and m.is_contiguous(), (m.shape, m.stride())
+
+
+@pytest.mark.parametrize('norm', ['LN2d', 'BN'])
+def test_pyramid_stride4_branch_equals_its_layers_in_sequence(norm):
+    """The stride-4 branch normalises in the channels-last layout of its
+    first deconvolution (a speed-up): the same as running its four layers
+    one after the other, on the token grid's channels-last view and on a
+    contiguous map; the state dict keys are nn.Sequential's."""
+    from mmceformer.models import SimplePyramid
+    torch.manual_seed(0)
+    pyramid = SimplePyramid(16, (0, ), norm_cfg=dict(type=norm)).eval()
+    branch = pyramid.branches[0]
+    assert set(pyramid.state_dict()) >= {'branches.0.0.weight',
+                                         'branches.0.3.bias'}
+    tokens = torch.randn(2, 1 + 5 * 7, 16)
+    grid = tokens[:, 1:].reshape(2, 5, 7, 16).permute(0, 3, 1, 2)
+    for x in (grid, grid.contiguous()):
+        with torch.no_grad():
+            want = x
+            for layer in branch:
+                want = layer(want)
+            got, = pyramid(x)
+        assert got.shape == (2, 4, 20, 28) and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
