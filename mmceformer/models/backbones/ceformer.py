@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmceformer.ops import (GridBuffer, check_choice, gather_tokens,
-                            grid_to_tokens, tokens_to_grid)
+                            grid_to_tokens, separable_resize_pos_embed,
+                            tokens_to_grid)
 from mmceformer.registry import register_model
 from ..layers import EAttention, SimplePyramid, Tokens, attention_block
 from .eattention_vit import resolve_prune_layers
@@ -580,7 +581,7 @@ class CEFormer(BaseBackbone):
         grid_size = tuple(x.shape[-2:])
         x = x.flatten(2).transpose(1, 2)  # (B, Hg * Wg, C)
         x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1)
-        x = x + resize_pos_embed(
+        x = x + separable_resize_pos_embed(
             self.pos_embed,
             self.patch_resolution,
             grid_size,

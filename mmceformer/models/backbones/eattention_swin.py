@@ -6,12 +6,12 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones import SwinTransformer
-from mmpretrain.models.utils import resize_pos_embed
 from torch import Tensor, nn
 
 from mmceformer.ops import (check_choice, gather_tokens,
                             groups_from_block_mask, is_tracing, mask_to_index,
-                            place_tokens, scatter_tokens)
+                            place_tokens, scatter_tokens,
+                            separable_resize_pos_embed)
 from mmceformer.registry import register_model
 from ..layers import EAttention, EAttentionOutput
 from ..layers.e_attention import ATTN_MODES
@@ -258,7 +258,7 @@ class EAttentionSwin(SwinTransformer):
     def forward(self, x):
         x, hw_shape = self.patch_embed(x)  # (B, H/4 * W/4, C)
         if self.use_abs_pos_embed:
-            x = x + resize_pos_embed(
+            x = x + separable_resize_pos_embed(
                 self.absolute_pos_embed, self.patch_resolution, hw_shape,
                 self.interpolate_mode, self.num_extra_tokens)
         x = self.drop_after_pos(x)

@@ -4,9 +4,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from mmpretrain.models.backbones import VisionTransformer
-from mmpretrain.models.utils import resize_pos_embed
 
-from mmceformer.ops import tokens_to_grid
+from mmceformer.ops import separable_resize_pos_embed, tokens_to_grid
 from mmceformer.registry import register_model
 from ..layers import EAttention, SimplePyramid, Tokens, attention_block
 
@@ -142,7 +141,8 @@ class EAttentionViT(VisionTransformer):
         x, patch_resolution = self.patch_embed(x)  # (B, Hg * Wg, C)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(batch, -1, -1), x), dim=1)
-        x = x + resize_pos_embed(
+        # mmpretrain's resize_pos_embed, as two matrix products
+        x = x + separable_resize_pos_embed(
             self.pos_embed,
             self.patch_resolution,
             patch_resolution,
