@@ -1,4 +1,5 @@
 """MAC counting, the benchmark tools and the tables script."""
+import copy
 import sys
 from pathlib import Path
 
@@ -219,8 +220,10 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
         shrink_config, capsys):
     """Tiny detectors through their own test pipelines (the resize scaled
     down to keep the test short): a positive FPS each, ratios against the
-    first, the parts of each detector timed and within its total."""
-    from benchmark_detector import benchmark, synthetic_image, table
+    first, the parts of each detector timed and within its total (the
+    pyramid inside the backbone's time)."""
+    from benchmark_detector import (NESTED, benchmark, build_detector,
+                                    synthetic_image, table)
     names = [
         'mask_rcnn_ceformer_s_coco.py', 'deformable_detr_deit_s_eattn_coco.py'
     ]
@@ -236,10 +239,12 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
     assert results[0]['ratio'] == 1.0
     for result in results:
         assert result['fps'] > 0 and result['seconds'] > 0
-        assert result['parts']['backbone'] > 0
+        parts = result['parts']
+        assert parts['backbone'] > 0
+        assert 0 < parts['pyramid'] < parts['backbone']
         # medians of each part: they add up to about the median total
-        assert sum(result['parts'].values()) == pytest.approx(
-            result['seconds'], rel=0.25)
+        assert sum(t for p, t in parts.items() if p not in NESTED) == \
+            pytest.approx(result['seconds'], rel=0.25)
     assert results[1]['ratio'] == pytest.approx(
         results[1]['fps'] / results[0]['fps'])
     assert {'rpn_head', 'roi_head'} <= set(results[0]['parts'])
@@ -247,3 +252,9 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
     assert 'encoder' in table(names, results)
     with pytest.raises(ValueError, match='checkpoints'):
         benchmark(configs, image, checkpoints=[None], repeats=1)
+    # --deploy: CEFormer in its switch_to_deploy() form (mmdet's builders
+    # change the config they are given: a copy each)
+    assert build_detector(copy.deepcopy(configs[0]), None, 'cpu', False,
+                          deploy=True).backbone.deploy
+    assert not build_detector(copy.deepcopy(configs[0]), None, 'cpu',
+                              False).backbone.deploy

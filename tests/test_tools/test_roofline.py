@@ -198,3 +198,43 @@ def test_dwconv_benchmark_checks_formulations_and_prints_ratios(capsys):
     assert len(rows) == 1 + len(seconds) == 6  # header and five rows
     assert rows[1].endswith('| 1.00 |') and 'as the model runs it' in rows[1]
     assert 'GMAC/s' in out
+
+
+def test_pos_embed_benchmark_checks_equality_and_times_a_backbone(capsys):
+    import benchmark_pos_embed
+    config = str(ROOT / 'configs' / 'toy' / 'cls_deit_toy.py')
+    result = benchmark_pos_embed.main([
+        '--src', '4', '4', '--dst', '6', '9', '--channels', '8', '--repeats',
+        '2', '--backbone', config, '--shape', '48', '80'
+    ])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith('| ')]
+    assert len(rows) == 1 + len(result['ops']) == 4
+    assert rows[1].endswith('| 1.00 |')
+    assert all(t > 0 for t in result['backbone'])
+    assert 'EAttentionViT 1x3x48x80' in out
+
+
+def test_cli_times_the_deployment_paths_against_the_same_bound(capsys):
+    """--paths: eager and onnxruntime (compiled costs a compilation: the
+    compile tests cover it) of the toy DeiT, each against the summed bound
+    of the eager ops in the table."""
+    import roofline as tool
+    config = str(ROOT / 'configs' / 'toy' / 'cls_deit_toy.py')
+    result = tool.main([
+        config, '--shape', '64', '64', '--repeats', '1', '--paths', 'eager',
+        'onnxruntime', '--cfg-options', 'model.backbone.arch.num_layers=2',
+        'model.backbone.prune_layers=[1]'
+    ])
+    assert '| onnxruntime |' in capsys.readouterr().out
+    bound = sum(r['bound'] for r in result['rows'])
+    paths = {r['path']: r for r in result['paths']}
+    assert set(paths) == {'eager', 'onnxruntime'}
+    assert paths['eager']['vs_eager'] == 1.0
+    for r in paths.values():
+        assert r['seconds'] > 0
+        assert r['ratio'] == pytest.approx(r['seconds'] / bound)
+    assert paths['onnxruntime']['vs_eager'] == pytest.approx(
+        paths['onnxruntime']['seconds'] / paths['eager']['seconds'])
+    with pytest.raises(ValueError, match='--paths must be among'):
+        tool.path_calls(None, None, ['tensorrt'], '.')

@@ -3,8 +3,8 @@ interleaved in one run, and where each detector's time goes.
 
     python tools/analysis/benchmark_detector.py CONFIG [CONFIG ...] \
         [--checkpoints CKPT ...] [--image IMG | --image-size 1333 800] \
-        [--repeats 5] [--warmup 2] [--fuse-conv-bn] [--device cuda] \
-        [--cfg-options model.backbone.keep_ratio=0.5]
+        [--repeats 5] [--warmup 2] [--fuse-conv-bn] [--deploy] \
+        [--device cuda] [--cfg-options model.backbone.keep_ratio=0.5]
 
 As mmdet's ``InferenceBenchmark``: the image goes through each config's own
 test pipeline (resize to 1333x800 keeping the ratio, padding to the
@@ -19,7 +19,13 @@ The time is split into the detector's parts, timed around their calls:
 ``backbone``, ``neck``, the two-stage heads (``rpn_head``, ``roi_head``) or
 Deformable DETR's ``encoder``, ``decoder`` and ``bbox_head``, and
 ``other`` (preprocessing, the transformer's pre/post steps, result
-packing): a ratio the backbone cannot move shows as such.
+packing): a ratio the backbone cannot move shows as such. ``pyramid`` (the
+simple feature pyramid of a plain backbone, ``backbone.pyramid``) is a part
+of ``backbone``'s time, printed beside it, not added to the sum.
+
+``--deploy`` puts every backbone that has ``switch_to_deploy()`` (CEFormer:
+the stem's BatchNorm folded, the depthwise branches merged, exact to 1e-5)
+into that form after its weights are loaded; the others run as built.
 """
 import argparse
 import functools
@@ -39,18 +45,29 @@ import mmceformer  # noqa: F401
 from mmceformer.utils.complexity import build_model
 
 #: (part, attribute of the detector, method timed)
-PARTS = (('backbone', 'backbone', 'forward'), ('neck', 'neck', 'forward'),
-         ('rpn_head', 'rpn_head', 'predict'), ('roi_head', 'roi_head',
-                                               'predict'),
-         ('encoder', 'encoder', 'forward'), ('decoder', 'decoder',
-                                              'forward'),
-         ('bbox_head', 'bbox_head', 'predict'))
+PARTS = (
+    ('backbone', 'backbone', 'forward'),
+    ('pyramid', 'backbone.pyramid', 'forward'),
+    ('neck', 'neck', 'forward'),
+    ('rpn_head', 'rpn_head', 'predict'),
+    ('roi_head', 'roi_head', 'predict'),
+    ('encoder', 'encoder', 'forward'),
+    ('decoder', 'decoder', 'forward'),
+    ('bbox_head', 'bbox_head', 'predict'),
+)
+#: parts timed inside another part: printed, not added to the total
+NESTED = {'pyramid': 'backbone'}
 
 
-def build_detector(cfg: Config, checkpoint: Optional[str], device: str,
-                   fuse_conv_bn: bool):
+def build_detector(cfg: Config,
+                   checkpoint: Optional[str],
+                   device: str,
+                   fuse_conv_bn: bool,
+                   deploy: bool = False):
     """The config's detector (no ImageNet checkpoint) in eval mode on
-    ``device``, with ``checkpoint`` or the config's initialisation."""
+    ``device``, with ``checkpoint`` or the config's initialisation; with
+    ``deploy``, its backbone's ``switch_to_deploy()`` form where it has
+    one."""
     model, _ = build_model(cfg)
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
@@ -65,7 +82,10 @@ def build_detector(cfg: Config, checkpoint: Optional[str], device: str,
     if fuse_conv_bn:
         from mmcv.cnn import fuse_conv_bn as fuse
         model = fuse(model)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if deploy and hasattr(model.backbone, 'switch_to_deploy'):
+        model.backbone.switch_to_deploy()
+    return model
 
 
 def test_inputs(cfg: Config, image: np.ndarray) -> dict:
@@ -86,7 +106,9 @@ class PartTimer:
         self.samples: Dict[str, List[float]] = {}
         self.sync = torch.device(device).type == 'cuda'
         for part, attr, method in PARTS:
-            module = getattr(model, attr, None)
+            module = model
+            for name in attr.split('.'):
+                module = getattr(module, name, None)
             if module is None or not hasattr(module, method):
                 continue
             self.samples[part] = []
@@ -119,11 +141,12 @@ def benchmark(configs: Sequence[Config],
               repeats: int = 5,
               warmup: int = 2,
               device: str = 'cpu',
-              fuse_conv_bn: bool = False) -> List[Dict]:
+              fuse_conv_bn: bool = False,
+              deploy: bool = False) -> List[Dict]:
     """Per config: ``seconds`` (median per image), ``fps``, ``ratio`` (FPS
     against the first config) and ``parts`` (median seconds per part, with
     ``other`` the median of the rest of each image's time; medians, so the
-    parts add up to about the total)."""
+    parts but the :data:`NESTED` ones add up to about the total)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f'repeats must be >= 1 and warmup >= 0, got '
                          f'{repeats} and {warmup}')
@@ -133,7 +156,7 @@ def benchmark(configs: Sequence[Config],
                          f'{len(configs)} configs')
     runs = []
     for cfg, ckpt in zip(configs, checkpoints):
-        model = build_detector(cfg, ckpt, device, fuse_conv_bn)
+        model = build_detector(cfg, ckpt, device, fuse_conv_bn, deploy)
         runs.append(
             dict(
                 model=model,
@@ -166,7 +189,8 @@ def benchmark(configs: Sequence[Config],
                 sum(times[i * calls:(i + 1) * calls]) for i in range(repeats)
             ]
         other = [
-            total - sum(p[i] for p in per_image.values())
+            total - sum(p[i] for part, p in per_image.items()
+                        if part not in NESTED)
             for i, total in enumerate(run['seconds'])
         ]
         parts = {p: statistics.median(t) for p, t in per_image.items()}
@@ -220,6 +244,10 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--fuse-conv-bn', action='store_true')
+    parser.add_argument(
+        '--deploy',
+        action='store_true',
+        help="backbones with switch_to_deploy() in that (exact) form")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
     if args.image:
@@ -234,11 +262,16 @@ def main(argv=None):
             cfg.merge_from_dict(args.cfg_options)
         configs.append(cfg)
     results = benchmark(configs, image, args.checkpoints, args.repeats,
-                        args.warmup, args.device, args.fuse_conv_bn)
+                        args.warmup, args.device, args.fuse_conv_bn,
+                        args.deploy)
     print(f'{image.shape[1]}x{image.shape[0]} image, batch 1, '
           f'{args.device}, {torch.get_num_threads()} threads, median of '
           f'{args.repeats} after {args.warmup} warm-up, interleaved; '
-          + ('checkpoints given' if args.checkpoints else 'random weights'))
+          + ('checkpoints given' if args.checkpoints else 'random weights')
+          + ('; backbones in deploy form where they have one'
+             if args.deploy else '')
+          + ('; pyramid s is part of backbone s' if any(
+              'pyramid' in r['parts'] for r in results) else ''))
     print(table(args.configs, results))
     return results
 

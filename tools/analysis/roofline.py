@@ -2,6 +2,7 @@
 
     python tools/analysis/roofline.py CONFIG [--shape 800 1344] [--deploy] \
         [--detector [--image-size 1333 800]] [--repeats 5] [--top 15] \
+        [--paths eager compiled onnxruntime] \
         [--cfg-options model.backbone.prune_mode=drop]
 
 Measures the machine first (memory bandwidth from a 64 MB copy, fp32 GEMM
@@ -18,11 +19,21 @@ without the mode is printed beside the sum, so the overhead is visible.
 Kernels that do not go through torch's dispatcher (mmcv's compiled ops:
 RoIAlign, NMS, deformable attention's CUDA kernel) are in no row: with
 ``--detector`` the eager time includes them, the sum of the rows does not.
+
+``--paths`` (backbones only) then times the same forward on the deployment
+paths, interleaved (median of ``--repeats`` after two warm-up rounds):
+``eager``; ``compiled``, ``torch.compile`` (inductor) of the backbone; and
+``onnxruntime``, the backbone exported as tools/deploy/export_onnx.py does
+(static token sampling) and run by onnxruntime's CPU provider at torch's
+thread count. Each is printed against the eager ops' summed bound: the
+compiled and exported graphs may fuse passes and so move fewer bytes than
+that sum, which shows as a ratio below the eager one.
 """
 import argparse
 import os.path as osp
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -30,9 +41,11 @@ from mmengine.config import Config, DictAction
 
 import mmceformer  # noqa: F401
 from mmceformer.utils import roofline
-from mmceformer.utils.complexity import build_model
+from mmceformer.utils.complexity import build_model, interleaved_latency
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+#: deployment paths that ``--paths`` times
+PATHS = ('eager', 'compiled', 'onnxruntime')
 
 
 def model_call(cfg: Config,
@@ -45,18 +58,84 @@ def model_call(cfg: Config,
     if detector:
         from benchmark_detector import (build_detector, synthetic_image,
                                         test_inputs)
-        model = build_detector(cfg, None, 'cpu', False)
-        if deploy and hasattr(model.backbone, 'switch_to_deploy'):
-            model.backbone.switch_to_deploy()
+        model = build_detector(cfg, None, 'cpu', False, deploy)
         data = test_inputs(cfg, synthetic_image(*image_size))
         return lambda: model.test_step(data)
+    backbone, x = backbone_and_input(cfg, shape, deploy)
+    return lambda: backbone(x)
+
+
+def backbone_and_input(cfg: Config, shape=(224, 224), deploy: bool = False):
+    """The config's backbone in eval mode (random weights, deploy form if
+    asked) and a random (1, 3, H, W) input."""
     model, _ = build_model(cfg)
     backbone = model.backbone
     backbone.eval()  # (mmpretrain backbones' train() returns None)
     if deploy and hasattr(backbone, 'switch_to_deploy'):
         backbone.switch_to_deploy()
-    x = torch.randn(1, 3, *shape)
-    return lambda: backbone(x)
+    return backbone, torch.randn(1, 3, *shape)
+
+
+def path_calls(backbone, x, paths, workdir: str) -> dict:
+    """``{path: fn}``: ``fn()`` runs the backbone on ``x`` by that path."""
+    unknown = set(paths) - set(PATHS)
+    if unknown:
+        raise ValueError(f'--paths must be among {PATHS}, got '
+                         f'{sorted(unknown)}')
+    calls = {}
+    if 'eager' in paths:
+        calls['eager'] = lambda: backbone(x)
+    if 'compiled' in paths:
+        compiled = torch.compile(backbone)
+        calls['compiled'] = lambda: compiled(x)
+    if 'onnxruntime' in paths:
+        import onnxruntime as ort
+        sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)),
+                                    '..', 'deploy'))
+        from export_onnx import export
+
+        class Outputs(torch.nn.Module):  # inputs -> tuple of maps
+
+            def __init__(self):
+                super().__init__()
+                self.backbone = backbone
+
+            def forward(self, inputs):
+                return tuple(self.backbone(inputs))
+
+        path = osp.join(workdir, 'backbone.onnx')
+        export(Outputs().eval(), x, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(
+            path, options, providers=['CPUExecutionProvider'])
+        feed = {'input': x.numpy()}
+        calls['onnxruntime'] = lambda: session.run(None, feed)
+    return {p: calls[p] for p in paths}
+
+
+def time_paths(calls: dict, bound: float, repeats: int) -> list:
+    """Per path: ``seconds`` (median, interleaved, after two warm-up
+    rounds: compilation), ``vs_eager`` (seconds / the eager path's, when
+    timed) and ``ratio`` (seconds / ``bound``)."""
+    seconds = interleaved_latency(list(calls.values()), 2, repeats)
+    eager = dict(zip(calls, seconds)).get('eager')
+    return [
+        dict(path=p, seconds=t, vs_eager=t / eager if eager else None,
+             ratio=t / bound) for p, t in zip(calls, seconds)
+    ]
+
+
+def paths_table(rows, bound: float) -> str:
+    lines = [
+        '| path | ms | time / eager | bound ms (eager ops) | time / bound |',
+        '|---|---|---|---|---|'
+    ]
+    for r in rows:
+        vs = '-' if r['vs_eager'] is None else f"{r['vs_eager']:.2f}"
+        lines.append(f"| {r['path']} | {1e3 * r['seconds']:.1f} | {vs} | "
+                     f"{1e3 * bound:.1f} | {r['ratio']:.1f}x |")
+    return '\n'.join(lines)
 
 
 def eager_seconds(fn, repeats: int) -> float:
@@ -83,14 +162,22 @@ def main(argv=None):
                         help="the backbone's switch_to_deploy() form")
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--top', type=int, default=15)
+    parser.add_argument('--paths', nargs='+', choices=PATHS,
+                        help='time the backbone on these deployment paths')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
+    if args.paths and args.detector:
+        parser.error('--paths times backbones; drop --detector')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     peaks = roofline.machine_peaks()
-    fn = model_call(cfg, tuple(args.shape), args.detector,
-                    tuple(args.image_size), args.deploy)
+    if args.detector:
+        fn = model_call(cfg, tuple(args.shape), True, tuple(args.image_size),
+                        args.deploy)
+    else:
+        backbone, x = backbone_and_input(cfg, tuple(args.shape), args.deploy)
+        fn = lambda: backbone(x)  # noqa: E731
     records = roofline.op_records(fn, repeats=args.repeats)
     rows = roofline.by_op(records, peaks)
     eager = eager_seconds(fn, args.repeats)
@@ -106,7 +193,16 @@ def main(argv=None):
     print(f'sum of op times {1e3 * total:.1f} ms; the same forward without '
           f'the dispatch mode {1e3 * eager:.1f} ms')
     print(roofline.table(rows, args.top))
-    return dict(peaks=peaks, rows=rows, eager=eager)
+    result = dict(peaks=peaks, rows=rows, eager=eager)
+    if args.paths:
+        bound = sum(r['bound'] for r in rows)
+        with tempfile.TemporaryDirectory() as workdir, torch.no_grad():
+            calls = path_calls(backbone, x, args.paths, workdir)
+            result['paths'] = time_paths(calls, bound, args.repeats)
+        print(f'deployment paths, interleaved, median of {args.repeats} '
+              'after 2 warm-up rounds:')
+        print(paths_table(result['paths'], bound))
+    return result
 
 
 if __name__ == '__main__':
