@@ -238,3 +238,14 @@ def test_cli_times_the_deployment_paths_against_the_same_bound(capsys):
         paths['onnxruntime']['seconds'] / paths['eager']['seconds'])
     with pytest.raises(ValueError, match='--paths must be among'):
         tool.path_calls(None, None, ['tensorrt'], '.')
+
+
+@pytest.mark.mmcv_ops  # mmdet's FPN
+def test_pyramid_benchmark_checks_equality_and_prints_ratios(capsys):
+    import benchmark_pyramid
+    seconds = benchmark_pyramid.main(
+        ['--grid', '4', '6', '--channels', '16', '--repeats', '1'])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith('| ')]
+    assert len(rows) == 1 + 6 and set(seconds) == {'pyramid', 'FPN'}
+    assert rows[1].endswith('| 1.00 |') and rows[4].endswith('| 1.00 |')

@@ -107,6 +107,10 @@ def path_calls(backbone, x, paths, workdir: str) -> dict:
         export(Outputs().eval(), x, path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
+        # onnxruntime's workers spin after each run by default, which
+        # takes the cores from the path timed next
+        options.add_session_config_entry('session.intra_op.allow_spinning',
+                                         '0')
         session = ort.InferenceSession(
             path, options, providers=['CPUExecutionProvider'])
         feed = {'input': x.numpy()}

@@ -122,6 +122,9 @@ def compare(wrapper, path, inputs, repeats=5):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    # onnxruntime's workers spin after each run by default, which takes
+    # the cores from PyTorch's interleaved runs
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     session = ort.InferenceSession(
         path, options, providers=['CPUExecutionProvider'])
     max_diff = 0.
