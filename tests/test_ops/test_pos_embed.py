@@ -1,6 +1,8 @@
 """The position-embedding resize as two matrix products equals mmpretrain's
 ``resize_pos_embed`` (one ``F.interpolate``), values and gradients, and the
 backbones use it."""
+import importlib
+
 import pytest
 import torch
 from mmpretrain.models.utils import resize_pos_embed
@@ -69,7 +71,7 @@ def test_backbones_resize_with_the_separable_form(backbone, options,
     model = MODELS.build(
         dict(type=backbone, attn_mode='linear', **TINY[backbone], **options))
     model.eval()
-    module = __import__(type(model).__module__, fromlist=['_'])
+    module = importlib.import_module(type(model).__module__)
     real = module.separable_resize_pos_embed
     calls = []
 

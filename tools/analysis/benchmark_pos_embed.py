@@ -14,6 +14,7 @@ each resize in turn, interleaved, and prints the ratio.
 """
 import argparse
 import importlib
+from unittest import mock
 
 import torch
 from mmpretrain.models.utils import resize_pos_embed
@@ -69,26 +70,18 @@ def time_backbone(config, shape, deploy, repeats):
     and with the separable one, interleaved (the module's name swapped)."""
     from mmengine.config import Config
 
-    import mmceformer  # noqa: F401
-    from mmceformer.utils.complexity import build_model
-    model, _ = build_model(Config.fromfile(config))
-    backbone = model.backbone
-    backbone.eval()
-    if deploy and hasattr(backbone, 'switch_to_deploy'):
-        backbone.switch_to_deploy()
+    from roofline import backbone_and_input
+    backbone, x = backbone_and_input(Config.fromfile(config), shape, deploy)
     module = importlib.import_module(type(backbone).__module__)
     if not hasattr(module, 'separable_resize_pos_embed'):
         raise ValueError(f'{type(backbone).__name__} does not resize with '
                          'separable_resize_pos_embed')
-    x = torch.randn(1, 3, *shape)
 
     def run(resize):
         def fn():
-            module.separable_resize_pos_embed = resize
-            try:
+            with mock.patch.object(module, 'separable_resize_pos_embed',
+                                   resize):
                 return backbone(x)
-            finally:
-                module.separable_resize_pos_embed = separable_resize_pos_embed
         return fn
 
     with torch.no_grad():

@@ -60,13 +60,8 @@ def main(argv=None):
         """The pyramid with each branch's layers called one by one."""
         maps = []
         for branch in pyramid.branches:
-            layers = list(branch) if isinstance(branch,
-                                                torch.nn.Sequential) else [
-                                                    branch
-                                                ]
-            y = x
-            for layer in layers:
-                y = layer(y)
+            y = torch.nn.Sequential.forward(branch, x) if isinstance(
+                branch, torch.nn.Sequential) else branch(x)
             maps.append(y.contiguous() if contiguous else y)
         return tuple(maps)
 

@@ -63,16 +63,11 @@ def backbone_rows(config, shape, deploy):
     equal; returns the rows of a group."""
     from mmengine.config import Config
 
-    from mmceformer.utils.complexity import build_model
-    model, _ = build_model(Config.fromfile(config))
-    backbone = model.backbone
-    backbone.eval()  # (mmpretrain backbones' train() returns None)
-    if deploy:
-        backbone.switch_to_deploy()
+    from roofline import backbone_and_input
+    backbone, x = backbone_and_input(Config.fromfile(config), shape, deploy)
     module = __import__(type(backbone).__module__, fromlist=['GridBuffer'])
     if not hasattr(module, 'GridBuffer'):
         raise SystemExit(f'{type(backbone).__name__} uses no GridBuffer')
-    x = torch.randn(1, 3, *shape)
 
     def run(baseline):
         patch = mock.patch.object(module, 'GridBuffer', NewGridPerBlock) \

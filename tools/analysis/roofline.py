@@ -48,21 +48,14 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 PATHS = ('eager', 'compiled', 'onnxruntime')
 
 
-def model_call(cfg: Config,
-               shape=(224, 224),
-               detector: bool = False,
-               image_size=(1333, 800),
-               deploy: bool = False):
-    """``fn()`` running the config's backbone (or, ``detector``, the whole
-    detector's ``test_step``) once, in eval mode, random weights."""
-    if detector:
-        from benchmark_detector import (build_detector, synthetic_image,
-                                        test_inputs)
-        model = build_detector(cfg, None, 'cpu', False, deploy)
-        data = test_inputs(cfg, synthetic_image(*image_size))
-        return lambda: model.test_step(data)
-    backbone, x = backbone_and_input(cfg, shape, deploy)
-    return lambda: backbone(x)
+def detector_call(cfg: Config, image_size=(1333, 800), deploy: bool = False):
+    """``fn()`` running the whole detector's ``test_step`` once on a
+    synthetic image through the config's test pipeline, in eval mode,
+    random weights."""
+    from benchmark_detector import build_detector, synthetic_image, test_inputs
+    model = build_detector(cfg, None, 'cpu', False, deploy)
+    data = test_inputs(cfg, synthetic_image(*image_size))
+    return lambda: model.test_step(data)
 
 
 def backbone_and_input(cfg: Config, shape=(224, 224), deploy: bool = False):
@@ -89,30 +82,14 @@ def path_calls(backbone, x, paths, workdir: str) -> dict:
         compiled = torch.compile(backbone)
         calls['compiled'] = lambda: compiled(x)
     if 'onnxruntime' in paths:
-        import onnxruntime as ort
         sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)),
                                     '..', 'deploy'))
-        from export_onnx import export
-
-        class Outputs(torch.nn.Module):  # inputs -> tuple of maps
-
-            def __init__(self):
-                super().__init__()
-                self.backbone = backbone
-
-            def forward(self, inputs):
-                return tuple(self.backbone(inputs))
-
+        from export_onnx import ExportWrapper, export, ort_session
+        holder = torch.nn.Module()  # ExportWrapper exports model.backbone
+        holder.backbone = backbone
         path = osp.join(workdir, 'backbone.onnx')
-        export(Outputs().eval(), x, path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        # onnxruntime's workers spin after each run by default, which
-        # takes the cores from the path timed next
-        options.add_session_config_entry('session.intra_op.allow_spinning',
-                                         '0')
-        session = ort.InferenceSession(
-            path, options, providers=['CPUExecutionProvider'])
+        export(ExportWrapper(holder, backbone_only=True).eval(), x, path)
+        session = ort_session(path)
         feed = {'input': x.numpy()}
         calls['onnxruntime'] = lambda: session.run(None, feed)
     return {p: calls[p] for p in paths}
@@ -177,8 +154,7 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     peaks = roofline.machine_peaks()
     if args.detector:
-        fn = model_call(cfg, tuple(args.shape), True, tuple(args.image_size),
-                        args.deploy)
+        fn = detector_call(cfg, tuple(args.image_size), args.deploy)
     else:
         backbone, x = backbone_and_input(cfg, tuple(args.shape), args.deploy)
         fn = lambda: backbone(x)  # noqa: E731

@@ -116,17 +116,22 @@ def check_inputs(shape, batch=1):
     ]
 
 
-def compare(wrapper, path, inputs, repeats=5):
-    """Max abs difference onnxruntime vs PyTorch over ``inputs`` and the
-    latency ratio (onnxruntime / PyTorch, median, interleaved)."""
+def ort_session(path):
+    """An onnxruntime CPU session of the file at torch's thread count,
+    whose workers do not spin between runs (by default they do, which
+    takes the cores from PyTorch's interleaved runs)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    # onnxruntime's workers spin after each run by default, which takes
-    # the cores from PyTorch's interleaved runs
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    session = ort.InferenceSession(
+    return ort.InferenceSession(
         path, options, providers=['CPUExecutionProvider'])
+
+
+def compare(wrapper, path, inputs, repeats=5):
+    """Max abs difference onnxruntime vs PyTorch over ``inputs`` and the
+    latency ratio (onnxruntime / PyTorch, median, interleaved)."""
+    session = ort_session(path)
     max_diff = 0.
     for x in inputs:
         with torch.no_grad():
