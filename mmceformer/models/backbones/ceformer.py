@@ -284,7 +284,8 @@ class CEFormerBlock(BaseModule):
             ffn_residual,
             seq_len,
             grid_size,
-            ffn_context=self.ffn_context)
+            ffn_context=self.ffn_context,
+            grid_buffer=grid_buffer)
 
 
 def _is_pretrained(init_cfg) -> bool:
