@@ -76,30 +76,26 @@ def _scatter_with_slot(flat: Tensor, batch: int, num: int, index: Tensor,
 
 
 class GridBuffer:
-    """One zero grid per width for the :func:`place_tokens` of every block
-    of a forward, instead of a new zero map per block and per use (the
-    FFN's hidden grid and the value convolution's grid of CEFormer are two
-    widths, so two grids).
+    """One zero grid for the :func:`place_tokens` of every block of a
+    forward, instead of a new zero map per block.
 
     A new map per block costs a zero fill of the whole grid (and, for a
     large one, fresh pages from the OS) although only the kept tokens'
-    cells change: a grid is filled with zeros once, every placement
+    cells change: the buffer is filled with zeros once, every placement
     writes its rows, and the rows of the previous placement are zeroed
     again only when the placement changed (pruning makes a new ``pos``
     tensor; the blocks between two pruning blocks pass the same one on,
     so identity tells). The result equals :func:`place_tokens`'s exactly.
 
-    The grid it returns is overwritten by the next placement of that
-    width: it serves only where nothing keeps it, so with autograd on
-    (backward would read it) and while tracing or compiling it hands out
-    a fresh map instead.
+    The grid it returns is overwritten by the next placement: it serves
+    only where nothing keeps it, so with autograd on (backward would read
+    it) and while tracing or compiling it hands out a fresh map instead.
     """
 
     def __init__(self):
-        # (rows, channels, dtype, device) -> [flat, rows, key]: flat is
-        # (B * (N + 1), C) and zero outside the (B * K,) rows the last
-        # placement wrote, whose key that was
-        self._grids = {}
+        self._flat = None  # (B * (N + 1), C), zero outside self._rows
+        self._rows = None  # (B * K,) rows the last placement wrote
+        self._key = None
 
     def place(self, index: Tensor, src: Tensor, mask: Tensor, num: int,
               key: tuple) -> Tensor:
@@ -110,24 +106,23 @@ class GridBuffer:
         if torch.is_grad_enabled() or is_tracing():
             return place_tokens(index, src, mask, num, src.dtype)
         batch, _, channels = src.shape
-        shape = (batch * (num + 1), channels, src.dtype, src.device)
-        grid = self._grids.get(shape)
-        if grid is None:
-            grid = self._grids[shape] = [
-                src.new_zeros(batch * (num + 1), channels), None, None
-            ]
-        flat, rows, last_key = grid
-        if rows is not None and not _same_objects(key, last_key):
-            flat.index_fill_(0, rows, 0)  # the last placement's cells
-            rows = None
-        if rows is None:
-            rows = _slot_rows(batch, num, index, mask)
-            grid[1], grid[2] = rows, key
-        return _scatter_with_slot(flat, batch, num, index, src, mask, rows)
+        flat = self._flat
+        if flat is None or flat.shape != (batch * (num + 1), channels) or \
+                flat.dtype != src.dtype or flat.device != src.device:
+            flat = self._flat = src.new_zeros(batch * (num + 1), channels)
+            self._rows = None
+        elif not self._same(key):
+            flat.index_fill_(0, self._rows, 0)  # the last placement's cells
+            self._rows = None
+        if self._rows is None:
+            self._rows = _slot_rows(batch, num, index, mask)
+            self._key = key
+        return _scatter_with_slot(flat, batch, num, index, src, mask,
+                                  self._rows)
 
-
-def _same_objects(key: tuple, other: tuple) -> bool:
-    return len(key) == len(other) and all(a is b for a, b in zip(key, other))
+    def _same(self, key: tuple) -> bool:
+        return self._key is not None and all(
+            a is b for a, b in zip(key, self._key))
 
 
 def _is_full_grid(num_image: int, mask, grid_size) -> bool:

@@ -310,30 +310,6 @@ def test_grid_buffer_equals_a_new_zero_grid_for_every_placement():
     assert first.requires_grad
 
 
-def test_grid_buffer_keeps_one_grid_per_width():
-    """CEFormer's blocks alternate two widths (the value convolution's and
-    the FFN's hidden grid), each with its own placements: interleaved,
-    every result equals place_tokens's, and each width keeps its grid."""
-    gen = torch.Generator().manual_seed(0)
-    buffer = GridBuffer()
-    full = torch.ones(2, 3, dtype=torch.bool)
-    pos_a, pos_b = object(), object()
-    steps = [([[0, 2, 4], [1, 3, 5]], pos_a, 4), ([[0, 1, 2], [3, 4, 5]],
-                                                   pos_b, 7),
-             ([[1, 2, 5], [0, 2, 3]], pos_b, 4), ([[0, 1, 2], [3, 4, 5]],
-                                                   pos_b, 7)]
-    ptrs, kept = {}, []  # kept alive: a new grid gets a new address
-    with torch.no_grad():
-        for index, key, width in steps:
-            index = torch.tensor(index)
-            src = torch.randn(2, 3, width, generator=gen)
-            got = buffer.place(index, src, full, 6, key=(key, None))
-            assert got.equal(place_tokens(index, src, full, 6, src.dtype))
-            ptrs.setdefault(width, set()).add(got.data_ptr())
-            kept.append(got)
-    assert len(ptrs[4]) == len(ptrs[7]) == 1 and ptrs[4] != ptrs[7]
-
-
 def exact_grid_inverse_cdf(weights, num_samples):
     """Eq. (3-13) at u_k = (k + 1/2) / R in integer arithmetic, for integer
     weights: index_k = #{j : CDF_j <= u_k * total}."""

@@ -1,14 +1,12 @@
 """mmceformer.utils.roofline and tools/analysis/roofline.py: bytes and MACs
 of known ops, bounds and ratios computed from the measurements printed."""
 import sys
-from unittest import mock
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from mmceformer.models import CEFormer
 from mmceformer.utils import roofline
 from mmceformer.utils.complexity import count_macs
 
@@ -150,9 +148,8 @@ def test_token_ops_benchmark_checks_equality_and_prints_ratios(capsys):
 def test_token_ops_benchmark_times_a_backbone_with_and_without_buffer(
         capsys):
     """The toy CEFormer (drop mode, two pruning blocks) with its
-    GridBuffer, with it for the FFNs only, and with a new grid per
-    placement: outputs checked equal, one row each; the FFN-only variant
-    places every value convolution's grid anew."""
+    GridBuffer against a new grid per block: outputs checked equal, one
+    row each."""
     import benchmark_token_ops
     benchmark_token_ops.main([
         '--grid', '4', '6', '--channels', '8', '--repeats', '1',
@@ -162,18 +159,7 @@ def test_token_ops_benchmark_times_a_backbone_with_and_without_buffer(
     assert 'cls_ceformer_toy.py backbone, 64x96' in out
     baseline = [line for line in out.splitlines() if '(baseline)' in line]
     assert len(baseline) == 1 and baseline[0].endswith('| 1.00 |')
-    assert '| GridBuffer for the FFN hidden grids only (last round) |' in out
-    assert '| GridBuffer for the FFN and value-convolution grids (ours) |' \
-        in out
-    from mmceformer.ops import tokens
-    with mock.patch.object(tokens, 'place_tokens',
-                           wraps=tokens.place_tokens) as fresh, \
-            benchmark_token_ops.ffn_grids_only(), torch.no_grad():
-        backbone = CEFormer(
-            arch=dict(embed_dims=16, depth=3, num_heads=2), img_size=64,
-            prune_layers=[1]).eval()
-        backbone(torch.randn(1, 3, 64, 64))
-    assert fresh.call_count == 1  # block 2's value grid; none for FFNs
+    assert '| GridBuffer: one grid per forward (ours) |' in out
 
 
 def test_bytes_of_scatters_puts_and_copies_count_the_touched_elements():

@@ -21,9 +21,7 @@ Shapes default to CEFormer-S's hidden map at 800x1344 (a 50 x 84 grid of
 
 ``--backbone CONFIG`` adds the whole backbone of a config (eval, no
 autograd, ``--deploy`` for its deploy form) on a ``--shape`` input, with
-its forward's ``GridBuffer`` (for the FFNs' hidden grids and the value
-convolutions' grids), with it for the hidden grids only, and with a new
-zero grid per placement.
+its forward's ``GridBuffer`` against a new zero grid per block.
 
 Every alternative's output is checked equal to the baseline's before
 timing. Prints the median ms and the ratio of each row to the first of
@@ -59,22 +57,10 @@ class NewGridPerBlock(GridBuffer):
         return place_tokens(index, src, mask, num, src.dtype)
 
 
-def ffn_grids_only():
-    """The previous round's GridBuffer use: the FFNs' hidden grids only,
-    each value convolution (C1) placing into a new zero grid."""
-    from mmceformer.models.layers import EAttention
-    add_value_conv = EAttention._add_value_conv
-
-    def new_value_grid(self, *args):  # the grid_buffer argument left out
-        return add_value_conv(self, *args[:7])
-
-    return mock.patch.object(EAttention, '_add_value_conv', new_value_grid)
-
-
 def backbone_rows(config, shape, deploy):
-    """The config's backbone forward with its GridBuffer, with it for the
-    FFNs only, and with a new grid per placement (the class swapped in the
-    model's module), checked equal; returns the rows of a group."""
+    """The config's backbone forward with its GridBuffer and with a new
+    grid per block (the class swapped in the model's module), checked
+    equal; returns the rows of a group."""
     from mmengine.config import Config
 
     from roofline import backbone_and_input
@@ -82,26 +68,18 @@ def backbone_rows(config, shape, deploy):
     module = __import__(type(backbone).__module__, fromlist=['GridBuffer'])
     if not hasattr(module, 'GridBuffer'):
         raise SystemExit(f'{type(backbone).__name__} uses no GridBuffer')
-    patches = {
-        'none': lambda: mock.patch.object(module, 'GridBuffer',
-                                          NewGridPerBlock),
-        'ffn': ffn_grids_only,
-        'all': contextlib.nullcontext,
-    }
 
-    def run(use):
-        with patches[use]():
+    def run(baseline):
+        patch = mock.patch.object(module, 'GridBuffer', NewGridPerBlock) \
+            if baseline else contextlib.nullcontext()
+        with patch:
             return backbone(x)
 
-    for use in ('ffn', 'all'):
-        for got, expected in zip(run(use), run('none')):
-            assert torch.equal(got, expected), 'GridBuffer changed the output'
+    for got, expected in zip(run(False), run(True)):
+        assert torch.equal(got, expected), 'GridBuffer changed the output'
     return [
-        ('new zero grid per placement (baseline)', lambda: run('none')),
-        ('GridBuffer for the FFN hidden grids only (last round)',
-         lambda: run('ffn')),
-        ('GridBuffer for the FFN and value-convolution grids (ours)',
-         lambda: run('all')),
+        ('new zero grid per block (baseline)', lambda: run(True)),
+        ('GridBuffer: one grid per forward (ours)', lambda: run(False)),
     ]
 
 

@@ -284,8 +284,7 @@ class CEFormerBlock(BaseModule):
             ffn_residual,
             seq_len,
             grid_size,
-            ffn_context=self.ffn_context,
-            grid_buffer=grid_buffer)
+            ffn_context=self.ffn_context)
 
 
 def _is_pretrained(init_cfg) -> bool:

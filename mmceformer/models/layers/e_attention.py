@@ -24,7 +24,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmceformer.ops import (FEATURE_MAPS, POS_WEIGHTS, SCORES, SELECTS,
-                            TRAIN_DRAWS, GridBuffer, check_choice, check_keep_ratio,
+                            TRAIN_DRAWS, check_choice, check_keep_ratio,
                             cls_attention_scores, e_attention, gather_tokens,
                             grid_to_tokens, linear_attention, num_kept_tokens,
                             sample_tokens, tokens_to_grid, with_prefix)
@@ -216,8 +216,7 @@ class EAttention(BaseModule):
                 attn_bias: Optional[Tensor] = None,
                 token_group: Optional[Tensor] = None,
                 num_groups: Optional[int] = None,
-                sample_mask: Optional[Tensor] = None,
-                grid_buffer: Optional[GridBuffer] = None) -> EAttentionOutput:
+                sample_mask: Optional[Tensor] = None) -> EAttentionOutput:
         """
         Args:
             x (Tensor): (B, N, C) tokens, prefix tokens first.
@@ -242,9 +241,6 @@ class EAttention(BaseModule):
                 drawn and that form the mean score query (no prefix); default
                 ``token_mask``. Swin's padded window cells are keys of the
                 attention (as in mmpretrain) but not candidates.
-            grid_buffer (GridBuffer | None): the forward's reused grids,
-                for ``value_conv``'s grid of a pruned sequence (no new zero
-                map per block); None makes a new one.
 
         Returns:
             EAttentionOutput: outputs, and which tokens they belong to.
@@ -265,8 +261,7 @@ class EAttention(BaseModule):
         # features, no validation sync); the explicit (B, N) positions are
         # built only where tokens are picked.
         all_pos = torch.arange(num, device=x.device) if pos is None else pos
-        if all_pos.shape != (batch, num):  # the (B, N) one itself: its
-            all_pos = all_pos.expand(batch, num)  # identity keys the grid
+        all_pos = all_pos.expand(batch, num)
         # (B, N, 3C) -> (3, B, H, N, C/H)
         qkv = self.qkv(x).reshape(batch, num, 3, self.num_heads,
                                   self.head_dims).permute(2, 0, 3, 1, 4)
@@ -339,7 +334,7 @@ class EAttention(BaseModule):
         if self.value_conv is not None:
             out = self._add_value_conv(out, v, all_pos, token_mask,
                                        all_pos if q_pos is None else q_pos,
-                                       q_mask, grid_size, grid_buffer)
+                                       q_mask, grid_size)
         out = self.proj_drop(self.proj(out))
         for post in (self.gamma1, self.out_drop):  # MultiheadAttention order
             if post is not None:
@@ -347,7 +342,7 @@ class EAttention(BaseModule):
         return EAttentionOutput(out, index, mask)
 
     def _add_value_conv(self, out, v, pos, token_mask, q_pos, q_mask,
-                        grid_size, grid_buffer=None):
+                        grid_size):
         """out (B, Nq, C) + DWConv3x3(V) read at the queries' cells."""
         if grid_size is None:
             raise ValueError('value_conv (C1) needs grid_size=(H, W)')
@@ -355,8 +350,7 @@ class EAttention(BaseModule):
         prefix = self.num_prefix_tokens
         # (B, H, N, D) -> (B, N, C) -> (B, C, Hg, Wg)
         v_tokens = v.transpose(1, 2).reshape(batch, num, self.embed_dims)
-        grid = tokens_to_grid(v_tokens, pos, token_mask, prefix, grid_size,
-                              grid_buffer)
+        grid = tokens_to_grid(v_tokens, pos, token_mask, prefix, grid_size)
         local = grid_to_tokens(self.value_conv(grid), q_pos, q_mask, prefix)
         return torch.cat([out[:, :prefix], out[:, prefix:] + local], dim=1)
 

@@ -5,7 +5,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmceformer.ops import GridBuffer, gather_tokens, scatter_tokens
+from mmceformer.ops import gather_tokens, scatter_tokens
 from .e_attention import EAttention
 
 
@@ -42,8 +42,7 @@ def attention_block(tokens: Tokens,
                     seq_len: int,
                     grid_size: Optional[Sequence[int]] = None,
                     attn_bias: Optional[Tensor] = None,
-                    ffn_context: bool = False,
-                    grid_buffer: Optional[GridBuffer] = None) -> Tokens:
+                    ffn_context: bool = False) -> Tokens:
     """``x <- x + DropPath(attn(norm(x)))``, then ``x <- ffn_residual(x)``.
 
     When ``attn`` samples tokens, only the kept ones go through this block:
@@ -72,8 +71,6 @@ def attention_block(tokens: Tokens,
         ffn_context (bool): whether ``ffn_residual`` reads ``context`` in
             ``skip`` mode; a token-wise FFN does not, and the full sequence
             is then not assembled for it.
-        grid_buffer (GridBuffer | None): the forward's reused grids, for an
-            ``attn`` with a value convolution (CEFormer's C1).
 
     Returns:
         Tokens: (B, N', C) with N' = N unless pruned tokens were dropped.
@@ -87,8 +84,7 @@ def attention_block(tokens: Tokens,
         seq_len=seq_len,
         grid_size=grid_size,
         token_mask=tokens.mask,
-        attn_bias=attn_bias,
-        grid_buffer=grid_buffer)
+        attn_bias=attn_bias)
     prefix = attn.num_prefix_tokens
     if drop_path is None:
         drop_path = nn.Identity()
