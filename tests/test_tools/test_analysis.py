@@ -258,3 +258,22 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
                           deploy=True).backbone.deploy
     assert not build_detector(copy.deepcopy(configs[0]), None, 'cpu',
                               False).backbone.deploy
+    # --compile: the backbone's forward compiled (dynamo's eager backend
+    # here, for time), the same detections; the pyramid, inside its graph,
+    # is not timed apart
+    from benchmark_detector import test_inputs
+    data = test_inputs(configs[0], image)
+    torch.manual_seed(0)
+    eager = build_detector(copy.deepcopy(configs[0]), None, 'cpu', False)
+    torch.manual_seed(0)
+    compiled = build_detector(
+        copy.deepcopy(configs[0]), None, 'cpu', False,
+        compile_backend='eager')
+    assert hasattr(compiled.backbone.forward, '_torchdynamo_orig_callable')
+    with torch.no_grad():
+        want, got = eager.test_step(data)[0], compiled.test_step(data)[0]
+    torch.testing.assert_close(got.pred_instances.bboxes,
+                               want.pred_instances.bboxes)
+    [result] = benchmark(
+        configs[:1], image, repeats=1, warmup=1, compile_backend='eager')
+    assert 'pyramid' not in result['parts'] and result['parts']['backbone'] > 0

@@ -4,7 +4,8 @@ interleaved in one run, and where each detector's time goes.
     python tools/analysis/benchmark_detector.py CONFIG [CONFIG ...] \
         [--checkpoints CKPT ...] [--image IMG | --image-size 1333 800] \
         [--repeats 5] [--warmup 2] [--fuse-conv-bn] [--deploy] \
-        [--device cuda] [--cfg-options model.backbone.keep_ratio=0.5]
+        [--compile [BACKEND]] [--device cuda] \
+        [--cfg-options model.backbone.keep_ratio=0.5]
 
 As mmdet's ``InferenceBenchmark``: the image goes through each config's own
 test pipeline (resize to 1333x800 keeping the ratio, padding to the
@@ -26,6 +27,12 @@ of ``backbone``'s time, printed beside it, not added to the sum.
 ``--deploy`` puts every backbone that has ``switch_to_deploy()`` (CEFormer:
 the stem's BatchNorm folded, the depthwise branches merged, exact to 1e-5)
 into that form after its weights are loaded; the others run as built.
+
+``--compile`` compiles every backbone's forward with ``torch.compile``
+(inductor by default; the warm-up rounds include the compilation, so give
+at least one): the rest of the detector, mmdet's and mmcv's code, stays
+eager. The parts inside the backbone (``pyramid``) are then inside its
+graph and not timed apart.
 """
 import argparse
 import functools
@@ -63,11 +70,13 @@ def build_detector(cfg: Config,
                    checkpoint: Optional[str],
                    device: str,
                    fuse_conv_bn: bool,
-                   deploy: bool = False):
+                   deploy: bool = False,
+                   compile_backend: Optional[str] = None):
     """The config's detector (no ImageNet checkpoint) in eval mode on
     ``device``, with ``checkpoint`` or the config's initialisation; with
     ``deploy``, its backbone's ``switch_to_deploy()`` form where it has
-    one."""
+    one; with ``compile_backend``, its backbone's forward compiled by
+    ``torch.compile`` with that backend."""
     model, _ = build_model(cfg)
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
@@ -85,6 +94,9 @@ def build_detector(cfg: Config,
     model = model.to(device).eval()
     if deploy and hasattr(model.backbone, 'switch_to_deploy'):
         model.backbone.switch_to_deploy()
+    if compile_backend:
+        model.backbone.forward = torch.compile(
+            model.backbone.forward, backend=compile_backend)
     return model
 
 
@@ -102,10 +114,12 @@ def test_inputs(cfg: Config, image: np.ndarray) -> dict:
 class PartTimer:
     """Seconds spent in each part of a detector, call by call."""
 
-    def __init__(self, model, device: str):
+    def __init__(self, model, device: str, nested: bool = True):
         self.samples: Dict[str, List[float]] = {}
         self.sync = torch.device(device).type == 'cuda'
         for part, attr, method in PARTS:
+            if part in NESTED and not nested:
+                continue
             module = model
             for name in attr.split('.'):
                 module = getattr(module, name, None)
@@ -142,7 +156,8 @@ def benchmark(configs: Sequence[Config],
               warmup: int = 2,
               device: str = 'cpu',
               fuse_conv_bn: bool = False,
-              deploy: bool = False) -> List[Dict]:
+              deploy: bool = False,
+              compile_backend: Optional[str] = None) -> List[Dict]:
     """Per config: ``seconds`` (median per image), ``fps``, ``ratio`` (FPS
     against the first config) and ``parts`` (median seconds per part, with
     ``other`` the median of the rest of each image's time; medians, so the
@@ -156,12 +171,14 @@ def benchmark(configs: Sequence[Config],
                          f'{len(configs)} configs')
     runs = []
     for cfg, ckpt in zip(configs, checkpoints):
-        model = build_detector(cfg, ckpt, device, fuse_conv_bn, deploy)
+        model = build_detector(cfg, ckpt, device, fuse_conv_bn, deploy,
+                               compile_backend)
         runs.append(
             dict(
                 model=model,
                 data=test_inputs(cfg, image),
-                timer=PartTimer(model, device),
+                # a compiled backbone's inner parts are in its graph
+                timer=PartTimer(model, device, nested=not compile_backend),
                 seconds=[]))
     sync = torch.device(device).type == 'cuda'
     with torch.no_grad():
@@ -248,6 +265,13 @@ def main(argv=None):
         '--deploy',
         action='store_true',
         help="backbones with switch_to_deploy() in that (exact) form")
+    parser.add_argument(
+        '--compile',
+        nargs='?',
+        const='inductor',
+        metavar='BACKEND',
+        help='compile every backbone with torch.compile (default backend: '
+        'inductor)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
     if args.image:
@@ -261,15 +285,20 @@ def main(argv=None):
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
         configs.append(cfg)
+    if args.compile and args.warmup < 1:
+        raise ValueError('--compile needs --warmup >= 1: the first call '
+                         f'compiles, got --warmup {args.warmup}')
     results = benchmark(configs, image, args.checkpoints, args.repeats,
                         args.warmup, args.device, args.fuse_conv_bn,
-                        args.deploy)
+                        args.deploy, args.compile)
     print(f'{image.shape[1]}x{image.shape[0]} image, batch 1, '
           f'{args.device}, {torch.get_num_threads()} threads, median of '
           f'{args.repeats} after {args.warmup} warm-up, interleaved; '
           + ('checkpoints given' if args.checkpoints else 'random weights')
           + ('; backbones in deploy form where they have one'
              if args.deploy else '')
+          + (f'; backbones compiled ({args.compile})' if args.compile else
+             '')
           + ('; pyramid s is part of backbone s' if any(
               'pyramid' in r['parts'] for r in results) else ''))
     print(table(args.configs, results))

@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmark_token_ops import interleaved
+from mmceformer.utils.complexity import interleaved_latency
 
 
 def gemm_macs_per_second(size=1024, repeats=5):
@@ -65,8 +65,8 @@ def main(argv=None):
     def branches(x):
         out = F.conv2d(x, branch_w[0], bias, padding=1, groups=channels)
         for d, w in zip((2, 3), branch_w[1:]):
-            out = out + F.conv2d(x, w, None, padding=d, dilation=d,
-                                 groups=channels)
+            out = out + F.conv2d(
+                x, w, None, padding=d, dilation=d, groups=channels)
         return out
 
     candidates = [
@@ -92,7 +92,8 @@ def main(argv=None):
               f' interleaved; GEMM rate {rate / 1e9:.1f} GMAC/s, so the '
               f"merged kernel's {macs / 1e6:.0f} MMACs take at least "
               f'{1e3 * macs / rate:.2f} ms')
-        seconds = interleaved([fn for _, fn in candidates], args.repeats)
+        seconds = interleaved_latency([fn for _, fn in candidates], 1,
+                                      args.repeats)
     print('| formulation | ms | ratio to the first |')
     print('|---|---|---|')
     for (label, _), s in zip(candidates, seconds):

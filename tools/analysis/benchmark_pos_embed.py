@@ -19,8 +19,8 @@ from unittest import mock
 import torch
 from mmpretrain.models.utils import resize_pos_embed
 
-from benchmark_token_ops import interleaved
 from mmceformer.ops import separable_resize_pos_embed
+from mmceformer.utils.complexity import interleaved_latency
 
 
 def upstream(pos, src, dst, mode='bicubic', num_extra_tokens=1):
@@ -51,7 +51,7 @@ def main(argv=None):
         ('copy of the resized embedding (reference)', want.clone),
     ]
     with torch.no_grad():
-        seconds = interleaved([fn for _, fn in rows], args.repeats)
+        seconds = interleaved_latency([fn for _, fn in rows], 1, args.repeats)
     print(f'{args.channels} channels, {src[0]}x{src[1]} -> {dst[0]}x{dst[1]}'
           f' grid, {torch.get_num_threads()} threads, median of '
           f'{args.repeats}, interleaved')
@@ -78,15 +78,18 @@ def time_backbone(config, shape, deploy, repeats):
                          'separable_resize_pos_embed')
 
     def run(resize):
+
         def fn():
             with mock.patch.object(module, 'separable_resize_pos_embed',
                                    resize):
                 return backbone(x)
+
         return fn
 
     with torch.no_grad():
-        old, new = interleaved([run(upstream), run(separable_resize_pos_embed)],
-                               max(1, repeats // 6))
+        old, new = interleaved_latency(
+            [run(upstream), run(separable_resize_pos_embed)], 1,
+            max(1, repeats // 6))
     print(f'{type(backbone).__name__} 1x3x{shape[0]}x{shape[1]}: '
           f'mmpretrain resize {1e3 * old:.1f} ms, separable {1e3 * new:.1f} '
           f'ms, ratio {new / old:.3f}')

@@ -26,7 +26,7 @@ import argparse
 
 import torch
 
-from benchmark_token_ops import interleaved
+from mmceformer.utils.complexity import interleaved_latency
 
 
 def main(argv=None):
@@ -53,8 +53,8 @@ def main(argv=None):
             num_outs=5)).eval()
     tokens = torch.randn(1, 1 + height * width, channels)
     # the backbone's grid: token rows viewed as (1, C, H, W)
-    grid = tokens[:, 1:].reshape(1, height, width, channels).permute(
-        0, 3, 1, 2)
+    grid = tokens[:, 1:].reshape(1, height, width,
+                                 channels).permute(0, 3, 1, 2)
 
     def in_sequence(x, contiguous):
         """The pyramid with each branch's layers called one by one."""
@@ -97,7 +97,8 @@ def main(argv=None):
         ]
         seconds = {}
         for name, rows in groups:
-            seconds[name] = interleaved([fn for _, fn in rows], args.repeats)
+            seconds[name] = interleaved_latency([fn for _, fn in rows], 1,
+                                                args.repeats)
     print(f'{channels} channels, {height}x{width} token grid, '
           f'{torch.get_num_threads()} threads, median of {args.repeats}, '
           'interleaved within each group')

@@ -29,13 +29,12 @@ its group.
 """
 import argparse
 import contextlib
-import statistics
-import time
 from unittest import mock
 
 import torch
 
 from mmceformer.ops import GridBuffer, gather_tokens, place_tokens
+from mmceformer.utils.complexity import interleaved_latency
 
 
 def scatter_zero_grid(index, src, num):
@@ -83,18 +82,6 @@ def backbone_rows(config, shape, deploy):
     ]
 
 
-def interleaved(fns, repeats):
-    times = [[] for _ in fns]
-    for fn in fns:
-        fn()  # warm-up
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--grid', type=int, nargs=2, default=[50, 84])
@@ -120,8 +107,7 @@ def main(argv=None):
 
     def place_changing():
         turn[0] ^= 1
-        return changing.place(keys[turn[0]][0], src, valid, num,
-                              keys[turn[0]])
+        return changing.place(keys[turn[0]][0], src, valid, num, keys[turn[0]])
 
     groups = {
         'kept rows onto a zero grid': [
@@ -155,8 +141,8 @@ def main(argv=None):
                 place_tokens(keys[turn[0]][0], src, valid, num, src.dtype))
         if args.backbone:
             groups[f'{args.backbone} backbone, {args.shape[0]}x'
-                   f'{args.shape[1]}'] = backbone_rows(
-                       args.backbone, args.shape, args.deploy)
+                   f'{args.shape[1]}'] = backbone_rows(args.backbone,
+                                                       args.shape, args.deploy)
         print(f'grid {args.grid[0]}x{args.grid[1]}, {args.channels} '
               f'channels, {kept} of {num} cells kept; '
               f'{torch.get_num_threads()} threads, median of '
@@ -164,7 +150,8 @@ def main(argv=None):
         print('| op | ms | ratio to the first of its group |')
         print('|---|---|---|')
         for name, rows in groups.items():
-            seconds = interleaved([fn for _, fn in rows], args.repeats)
+            seconds = interleaved_latency([fn for _, fn in rows], 1,
+                                          args.repeats)
             print(f'| **{name}** | | |')
             for (label, _), s in zip(rows, seconds):
                 print(f'| {label} | {1e3 * s:.2f} | {s / seconds[0]:.2f} |')
