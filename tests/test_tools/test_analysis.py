@@ -239,6 +239,8 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
     assert results[0]['ratio'] == 1.0
     for result in results:
         assert result['fps'] > 0 and result['seconds'] > 0
+        assert isinstance(result['detections'], int)
+        assert 0 <= result['detections'] <= 100  # max_per_img of both
         parts = result['parts']
         assert parts['backbone'] > 0
         assert 0 < parts['pyramid'] < parts['backbone']
@@ -250,6 +252,7 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
     assert {'rpn_head', 'roi_head'} <= set(results[0]['parts'])
     assert {'encoder', 'decoder'} <= set(results[1]['parts'])
     assert 'encoder' in table(names, results)
+    assert f"| {results[1]['detections']} |" in table(names, results)
     with pytest.raises(ValueError, match='checkpoints'):
         benchmark(configs, image, checkpoints=[None], repeats=1)
     # --deploy: CEFormer in its switch_to_deploy() form (mmdet's builders

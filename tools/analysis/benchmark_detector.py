@@ -159,9 +159,12 @@ def benchmark(configs: Sequence[Config],
               deploy: bool = False,
               compile_backend: Optional[str] = None) -> List[Dict]:
     """Per config: ``seconds`` (median per image), ``fps``, ``ratio`` (FPS
-    against the first config) and ``parts`` (median seconds per part, with
+    against the first config), ``parts`` (median seconds per part, with
     ``other`` the median of the rest of each image's time; medians, so the
-    parts but the :data:`NESTED` ones add up to about the total)."""
+    parts but the :data:`NESTED` ones add up to about the total) and
+    ``detections``, the instances predicted for the image: the heads' work
+    after the proposals (Mask R-CNN's mask head runs on each) depends on
+    it, and so on the weights."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f'repeats must be >= 1 and warmup >= 0, got '
                          f'{repeats} and {warmup}')
@@ -189,11 +192,12 @@ def benchmark(configs: Sequence[Config],
                 if sync:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                run['model'].test_step(run['data'])
+                out = run['model'].test_step(run['data'])
                 if sync:
                     torch.cuda.synchronize()
                 if round_ >= warmup:
                     run['seconds'].append(time.perf_counter() - start)
+                run['detections'] = len(out[0].pred_instances)
     results = []
     for run in runs:
         samples = run['timer'].samples
@@ -213,7 +217,12 @@ def benchmark(configs: Sequence[Config],
         parts = {p: statistics.median(t) for p, t in per_image.items()}
         parts['other'] = max(0., statistics.median(other))
         seconds = statistics.median(run['seconds'])
-        results.append(dict(seconds=seconds, fps=1 / seconds, parts=parts))
+        results.append(
+            dict(
+                seconds=seconds,
+                fps=1 / seconds,
+                parts=parts,
+                detections=run['detections']))
     for result in results:
         result['ratio'] = result['fps'] / results[0]['fps']
     return results
@@ -231,16 +240,17 @@ def table(names: Sequence[str], results: Sequence[Dict]) -> str:
     parts = []
     for result in results:
         parts += [p for p in result['parts'] if p not in parts]
-    head = '| config | s / image | images/s | ratio | ' + ' | '.join(
-        f'{p} s' for p in parts) + ' |'
-    lines = [head, '|' + '---|' * (4 + len(parts))]
+    head = '| config | s / image | images/s | ratio | detections | ' + \
+        ' | '.join(f'{p} s' for p in parts) + ' |'
+    lines = [head, '|' + '---|' * (5 + len(parts))]
     for name, result in zip(names, results):
         cells = [
             f"{result['parts'][p]:.3f}" if p in result['parts'] else '-'
             for p in parts
         ]
         lines.append(f"| {name} | {result['seconds']:.3f} | "
-                     f"{result['fps']:.3f} | {result['ratio']:.2f}x | " +
+                     f"{result['fps']:.3f} | {result['ratio']:.2f}x | "
+                     f"{result['detections']} | " +
                      ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
