@@ -191,11 +191,14 @@ def test_bytes_of_scatters_puts_and_copies_count_the_touched_elements():
 
 def test_dwconv_benchmark_checks_formulations_and_prints_ratios(capsys):
     import benchmark_dwconv
-    seconds = benchmark_dwconv.main(
-        ['--grid', '5', '7', '--channels', '8', '--repeats', '1'])
+    seconds = benchmark_dwconv.main([
+        '--grid', '5', '7', '--channels', '8', '--repeats', '1', '--chunk',
+        '3'
+    ])  # chunks of 3, 3 and 2 channels: checked equal to the whole
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith('| ')]
-    assert len(rows) == 1 + len(seconds) == 6  # header and five rows
+    assert len(rows) == 1 + len(seconds) == 7  # header and six rows
+    assert 'in chunks of 3 channels' in out
     assert rows[1].endswith('| 1.00 |') and 'as the model runs it' in rows[1]
     assert 'GMAC/s' in out
 
