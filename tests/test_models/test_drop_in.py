@@ -285,6 +285,26 @@ def test_dense_maps_are_contiguous_as_mmdet_backbones_return_them(
         assert m.dim() == 4 and m.is_contiguous(), (m.shape, m.stride())
 
 
+@pytest.mark.parametrize('prune_mode', ['skip', 'drop'])
+@pytest.mark.parametrize('mode', ATTN_MODES)
+@pytest.mark.parametrize('name', ['CEFormer', 'EAttentionViT'])
+def test_featmap_is_contiguous_for_a_neck_of_ones_own(name, mode,
+                                                      prune_mode):
+    """``out_type='featmap'`` (a plain map, e.g. for a ViTDet-style neck
+    of the user's) is contiguous NCHW too, so that it can reach mmcv's
+    RoIAlign through any convolution without being misread."""
+    cfg = dict(
+        type=name,
+        attn_mode=mode,
+        prune_mode=prune_mode,
+        **dict(TINY[name], out_type='featmap'))
+    model = MODELS.build(cfg)
+    model.eval()
+    with torch.no_grad():
+        maps = model(images())
+    assert maps and all(m.dim() == 4 and m.is_contiguous() for m in maps)
+
+
 @pytest.mark.parametrize('norm', ['LN2d', 'BN'])
 def test_pyramid_stride4_branch_equals_its_layers_in_sequence(norm):
     """The stride-4 branch normalises in the channels-last layout of its

@@ -614,5 +614,7 @@ class CEFormer(BaseBackbone):
         grid = tokens_to_grid(tokens.x, tokens.pos, tokens.mask, 1,
                               grid_size)  # (B, C, Hg, Wg)
         if self.out_type == 'featmap':
-            return (grid, )
+            # contiguous NCHW, as the pyramid's maps: mmcv's RoIAlign reads
+            # memory as NCHW whatever the strides (docs/changelog.md)
+            return (grid.contiguous(), )
         return self.pyramid(grid)

@@ -183,5 +183,9 @@ class EAttentionViT(VisionTransformer):
             # (B, N, C) -> (B, C, Hg, Wg), zero where tokens were dropped
             grid = tokens_to_grid(tokens.x, tokens.pos, tokens.mask, prefix,
                                   hw)
-            return grid if self.out_type == 'featmap' else self.pyramid(grid)
+            if self.out_type == 'pyramid':
+                return self.pyramid(grid)
+            # contiguous NCHW, as the pyramid's maps: mmcv's RoIAlign reads
+            # memory as NCHW whatever the strides (docs/changelog.md)
+            return grid.contiguous()
         return self._format_output(tokens.x, hw)
