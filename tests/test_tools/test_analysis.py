@@ -1,6 +1,7 @@
 """MAC counting, the benchmark tools and the tables script."""
 import copy
 import sys
+from unittest import mock
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,7 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
     assert {'rpn_head', 'roi_head'} <= set(results[0]['parts'])
     assert {'encoder', 'decoder'} <= set(results[1]['parts'])
     assert 'encoder' in table(names, results)
+    assert '| ratio | detections |' in table(names, results)
     assert f"| {results[1]['detections']} |" in table(names, results)
     with pytest.raises(ValueError, match='checkpoints'):
         benchmark(configs, image, checkpoints=[None], repeats=1)
@@ -273,10 +275,22 @@ def test_benchmark_detector_times_the_test_pipeline_and_parts(
         copy.deepcopy(configs[0]), None, 'cpu', False,
         compile_backend='eager')
     assert hasattr(compiled.backbone.forward, '_torchdynamo_orig_callable')
-    with torch.no_grad():
-        want, got = eager.test_step(data)[0], compiled.test_step(data)[0]
-    torch.testing.assert_close(got.pred_instances.bboxes,
-                               want.pred_instances.bboxes)
-    [result] = benchmark(
-        configs[:1], image, repeats=1, warmup=1, compile_backend='eager')
+    x = torch.randn(1, 3, 96, 160)
+    with torch.no_grad():  # the maps themselves (random heads may find 0)
+        for got, want in zip(compiled.backbone(x), eager.backbone(x)):
+            torch.testing.assert_close(got, want)
+        got = compiled.test_step(data)[0].pred_instances.bboxes
+        want = eager.test_step(data)[0].pred_instances.bboxes
+    torch.testing.assert_close(got, want)
+    built = []
+    with mock.patch('benchmark_detector.build_detector',
+                    lambda *a: built.append(build_detector(*a)) or built[-1]):
+        [result] = benchmark([copy.deepcopy(configs[0])],
+                             image,
+                             repeats=1,
+                             warmup=1,
+                             compile_backend='eager')
+    assert hasattr(built[0].backbone.forward, '_torchdynamo_orig_callable')
     assert 'pyramid' not in result['parts'] and result['parts']['backbone'] > 0
+    with pytest.raises(ValueError, match='warmup >= 1'):
+        benchmark(configs[:1], image, warmup=0, compile_backend='eager')

@@ -4,7 +4,7 @@ interleaved in one run, and where each detector's time goes.
     python tools/analysis/benchmark_detector.py CONFIG [CONFIG ...] \
         [--checkpoints CKPT ...] [--image IMG | --image-size 1333 800] \
         [--repeats 5] [--warmup 2] [--fuse-conv-bn] [--deploy] \
-        [--compile [BACKEND]] [--device cuda] \
+        [--compile [--compile-backend inductor]] [--device cuda] \
         [--cfg-options model.backbone.keep_ratio=0.5]
 
 As mmdet's ``InferenceBenchmark``: the image goes through each config's own
@@ -23,14 +23,17 @@ Deformable DETR's ``encoder``, ``decoder`` and ``bbox_head``, and
 packing): a ratio the backbone cannot move shows as such. ``pyramid`` (the
 simple feature pyramid of a plain backbone, ``backbone.pyramid``) is a part
 of ``backbone``'s time, printed beside it, not added to the sum.
+``detections`` counts the instances predicted for the image: with random
+weights it differs between backbones, and the heads' work after the
+proposals with it.
 
 ``--deploy`` puts every backbone that has ``switch_to_deploy()`` (CEFormer:
 the stem's BatchNorm folded, the depthwise branches merged, exact to 1e-5)
 into that form after its weights are loaded; the others run as built.
 
 ``--compile`` compiles every backbone's forward with ``torch.compile``
-(inductor by default; the warm-up rounds include the compilation, so give
-at least one): the rest of the detector, mmdet's and mmcv's code, stays
+(``--compile-backend``, inductor by default; the warm-up rounds include
+the compilation, so give at least one): the rest of the detector, mmdet's and mmcv's code, stays
 eager. The parts inside the backbone (``pyramid``) are then inside its
 graph and not timed apart.
 """
@@ -112,7 +115,9 @@ def test_inputs(cfg: Config, image: np.ndarray) -> dict:
 
 
 class PartTimer:
-    """Seconds spent in each part of a detector, call by call."""
+    """Seconds spent in each part of a detector, call by call; ``nested``
+    False leaves out the parts inside another (:data:`NESTED`), as a
+    compiled backbone's, whose calls are inside its graph."""
 
     def __init__(self, model, device: str, nested: bool = True):
         self.samples: Dict[str, List[float]] = {}
@@ -168,6 +173,9 @@ def benchmark(configs: Sequence[Config],
     if repeats < 1 or warmup < 0:
         raise ValueError(f'repeats must be >= 1 and warmup >= 0, got '
                          f'{repeats} and {warmup}')
+    if compile_backend and warmup < 1:
+        raise ValueError('compiling needs warmup >= 1 (the first call '
+                         f'compiles), got warmup={warmup}')
     checkpoints = list(checkpoints or [None] * len(configs))
     if len(checkpoints) != len(configs):
         raise ValueError(f'{len(checkpoints)} checkpoints for '
@@ -277,11 +285,12 @@ def main(argv=None):
         help="backbones with switch_to_deploy() in that (exact) form")
     parser.add_argument(
         '--compile',
-        nargs='?',
-        const='inductor',
-        metavar='BACKEND',
-        help='compile every backbone with torch.compile (default backend: '
-        'inductor)')
+        action='store_true',
+        help='compile every backbone with torch.compile')
+    parser.add_argument(
+        '--compile-backend',
+        default='inductor',
+        help="torch.compile's backend with --compile")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
     if args.image:
@@ -296,19 +305,19 @@ def main(argv=None):
             cfg.merge_from_dict(args.cfg_options)
         configs.append(cfg)
     if args.compile and args.warmup < 1:
-        raise ValueError('--compile needs --warmup >= 1: the first call '
-                         f'compiles, got --warmup {args.warmup}')
+        parser.error('--compile needs --warmup >= 1: the first call '
+                     f'compiles, got --warmup {args.warmup}')
+    backend = args.compile_backend if args.compile else None
     results = benchmark(configs, image, args.checkpoints, args.repeats,
                         args.warmup, args.device, args.fuse_conv_bn,
-                        args.deploy, args.compile)
+                        args.deploy, backend)
     print(f'{image.shape[1]}x{image.shape[0]} image, batch 1, '
           f'{args.device}, {torch.get_num_threads()} threads, median of '
           f'{args.repeats} after {args.warmup} warm-up, interleaved; '
           + ('checkpoints given' if args.checkpoints else 'random weights')
           + ('; backbones in deploy form where they have one'
              if args.deploy else '')
-          + (f'; backbones compiled ({args.compile})' if args.compile else
-             '')
+          + (f'; backbones compiled ({backend})' if backend else '')
           + ('; pyramid s is part of backbone s' if any(
               'pyramid' in r['parts'] for r in results) else ''))
     print(table(args.configs, results))

@@ -2,7 +2,7 @@
 against formulation and against a copy of the same map, interleaved.
 
     python tools/analysis/benchmark_dwconv.py [--grid 50 84] \
-        [--channels 1920] [--repeats 20]
+        [--channels 1920] [--repeats 20] [--chunk 128]
 
 Shapes default to CEFormer-S's hidden map at 800x1344 (a 50 x 84 grid of
 1920 channels). Rows, each checked against the first to 1e-4:
@@ -48,6 +48,8 @@ def main(argv=None):
     parser.add_argument(
         '--chunk', type=int, default=128, help='channels per chunk')
     args = parser.parse_args(argv)
+    if args.chunk < 1:
+        parser.error(f'--chunk must be >= 1, got {args.chunk}')
     height, width = args.grid
     channels = args.channels
     torch.manual_seed(0)
@@ -82,7 +84,7 @@ def main(argv=None):
                 merged_w[i:i + size],
                 bias[i:i + size],
                 padding=3,
-                groups=x[:, i:i + size].shape[1])
+                groups=min(size, channels - i))
             for i in range(0, channels, size)
         ], 1)
 

@@ -328,7 +328,8 @@ class CEFormer(BaseBackbone):
             docs/benchmarks.md for what it measured). Other prune modes
             accept only the default.
         out_type (str): ``'cls_token'`` (B, C) for classification,
-            ``'avg_featmap'`` (B, C), ``'featmap'`` (B, C, H/16, W/16), or
+            ``'avg_featmap'`` (B, C), ``'featmap'`` (B, C, H/16, W/16),
+            contiguous, or
             ``'pyramid'``: 4 maps at strides 4/8/16/32 with channels
             (C/4, C/2, C, C) for mmdet. With ``prune_mode='drop'`` the
             cells of dropped tokens are zero in the maps; ``'skip'`` keeps

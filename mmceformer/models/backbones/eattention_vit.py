@@ -56,6 +56,8 @@ class EAttentionViT(VisionTransformer):
             :class:`SimplePyramid`, for mmdet (channels C/4, C/2, C, C).
             With ``prune_mode='drop'`` the cells of dropped tokens are zero
             in ``'featmap'``/``'pyramid'``; ``'skip'`` keeps every cell.
+            Both return contiguous NCHW maps (mmcv's RoIAlign reads
+            memory as NCHW).
         pyramid_levels (Sequence[int]): strides (4, 8, 16, 32) that
             ``'pyramid'`` returns, by index; ``(1, 2, 3)`` for Deformable
             DETR.
