@@ -65,8 +65,12 @@ def feature_map_fn(x: Tensor, feature_map: str = 'elu1') -> Tensor:
     x >= 0, e^x otherwise) or eq. (3-20) (``'identity'``)."""
     check_choice('feature_map', feature_map, FEATURE_MAPS)
     if feature_map == 'elu1':
-        # == F.elu(x) + 1, at less than half its cost on the CPU
-        return torch.exp(x.clamp(max=0)) + x.clamp(min=0)
+        # == F.elu(x) + 1, at less than half its cost on the CPU, as
+        # max(x, 0) + e^min(x, 0). The in-place steps write into the two
+        # temporaries made here, whose backward needs only x or their own
+        # result: two new tensors, not four (each large new tensor costs
+        # glibc's allocator page faults, docs/benchmarks.md).
+        return x.clamp(min=0).add_(x.clamp(max=0).exp_())
     return x
 
 
@@ -312,8 +316,9 @@ def _key_features(k, k_feat, valid, feature_map):
 
 
 def _bound_denominator(denominator, feature_map, eps):
-    """``|den| >= eps``: with ``'elu1'`` similarities are positive, so a
-    clamp; otherwise :func:`safe_denominator` keeps the sign."""
+    """``|den| >= eps`` (a float, or a tensor that broadcasts to ``den``):
+    with ``'elu1'`` similarities are positive, so a clamp; otherwise
+    :func:`safe_denominator` keeps the sign."""
     if feature_map == 'elu1':
         return denominator.clamp(min=eps)
     return safe_denominator(denominator, eps)
@@ -355,32 +360,43 @@ def _accumulate_keys(k_acc,
     Chunks over tokens bound the temporaries (k~ is P times the size of k),
     which also keeps them in cache and out of the page-fault path of large
     allocations; the sums are unchanged."""
-    kv = z = 0
+    kvz = 0
     rows = []
     for s in range(0, k_acc.shape[2], chunk_size):
         e = s + chunk_size
         k_tilde = _key_features(k_acc[:, :, s:e], k_feat[:, s:e],
                                 None if valid is None else valid[:, :, s:e],
                                 feature_map)  # (B, H, n, P * D)
-        kv = kv + k_tilde.transpose(-2, -1) @ v_acc[:, :, s:e]
-        z = z + k_tilde.sum(2).unsqueeze(-1)
+        # KV and z in one product: z is KV's column for values of 1
+        kvz = kvz + k_tilde.transpose(-2, -1) @ with_ones(v_acc[:, :, s:e])
         if score_tilde is not None:
             rows.append((k_tilde @ score_tilde.transpose(-2, -1))[..., 0])
     # Means, not sums: finite in fp16/bf16 at 10^4+ tokens.
+    kvz = kvz / num_valid  # (B, H, P * D, Dv + 1)
     score_rows = torch.cat(rows, dim=2) if rows else None
-    return kv / num_valid, z / num_valid, score_rows
+    return kvz[..., :-1], kvz[..., -1:], score_rows
+
+
+def with_ones(x: Tensor) -> Tensor:
+    """(..., Dv) -> (..., Dv + 1), a last column of ones: one product with
+    it gives both ``S V`` and the row sums ``S 1`` of eq. (3-5), in one pass
+    over ``S`` instead of two."""
+    return torch.cat([x, x.new_ones(x.shape[:-1] + (1, ))], dim=-1)
 
 
 def _apply_queries(q_acc, q_feat, kv, z, feature_map, eps, chunk_size):
     """The query pass: ``out_i = q~_i KV / q~_i z`` for (B, H, Nq, D)."""
+    kvz = torch.cat([kv, z], dim=-1)  # (B, H, P * D, Dv + 1)
     outs = []
     for s in range(0, q_acc.shape[2], chunk_size):
         e = s + chunk_size
         q_tilde = lift_features(
             feature_map_fn(q_acc[:, :, s:e], feature_map),
             q_feat[:, s:e])  # (B, H, n, P * D)
-        denominator = _bound_denominator(q_tilde @ z, feature_map, eps)
-        outs.append((q_tilde @ kv) / denominator)  # (B, H, n, Dv)
+        # numerator and denominator in one pass over q~: (B, H, n, Dv + 1)
+        out = q_tilde @ kvz
+        denominator = _bound_denominator(out[..., -1:], feature_map, eps)
+        outs.append(out[..., :-1] / denominator)  # (B, H, n, Dv)
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
@@ -439,11 +455,13 @@ def _quadratic_queries(q_acc,
     """
     sims = quadratic_similarities(q_acc, q_feat, phi_k, k_feat, feature_map,
                                   pair_mask)  # (B, H, Nq, Nk)
-    # Means over the valid keys, as the O(N) form's sums, taken on the
-    # (B, H, Nq, .) results rather than on the Nq x Nk similarities.
-    denominator = _bound_denominator(
-        sims.sum(-1, keepdim=True) / num_valid, feature_map, eps)
-    return (sims @ v_acc) / num_valid / denominator
+    out = sims @ with_ones(v_acc)  # S V and S 1: (B, H, Nq, Dv + 1)
+    # The O(N) form bounds the mean over the valid keys by eps; bounding
+    # the sum by eps * count is the same (the bound is homogeneous), and
+    # the means' division cancels.
+    denominator = _bound_denominator(out[..., -1:], feature_map,
+                                     eps * num_valid)
+    return out[..., :-1] / denominator
 
 
 def quadratic_similarities(q_acc,
@@ -460,7 +478,8 @@ def quadratic_similarities(q_acc,
     if pair_mask is not None:
         weight = weight * pair_mask.to(weight.dtype)  # (B, Nq, Nk)
     sims = feature_map_fn(q_acc, feature_map) @ phi_k.transpose(-2, -1)
-    return sims * weight.unsqueeze(1)
+    # in place: the product's backward needs its inputs, not its output
+    return sims.mul_(weight.unsqueeze(1))
 
 
 def linear_attention(q: Tensor,
