@@ -18,6 +18,16 @@ destination; a gather or index reads as much as it writes. MACs: matrix
 products, convolutions and attention, as ``torch.utils.flop_counter``
 counts them (0 for element-wise ops, whose bound is their bytes). Pure
 torch, no OpenMMLab import.
+
+The bound assumes memory that is already mapped. A large new tensor is
+not: glibc's allocator maps allocations above its threshold (32 MB at
+most) afresh and returns freed heap above its trim threshold to the
+system, so writing such a tensor first takes a minor page fault per page,
+which the kernel serves by zeroing the page. Each record therefore also
+counts the minor page faults of the process during the op (``faults``,
+the median over the runs; all threads, ``getrusage``), and
+:func:`machine_peaks` measures what one costs (``fault_s``), so that the
+share of an op's time spent on first touch is visible beside its bound.
 """
 import math
 import statistics
@@ -29,6 +39,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+try:
+    import resource
+except ImportError:  # not on Windows: no fault counts there
+    resource = None
+
+#: bytes a minor page fault maps
+PAGE_BYTES = resource.getpagesize() if resource else 4096
 #: in-place ops that write (or add) rows or elements into a larger
 #: destination, leaving the rest of it untouched
 _ROW_WRITES = ('scatter_', 'scatter_add_', 'index_copy_', 'index_put_',
@@ -46,18 +63,30 @@ _FREE = ('empty', 'empty_like', 'new_empty', 'empty_strided',
          '_reshape_alias')
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far, all threads (0 where
+    the platform does not count them)."""
+    if resource is None:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def machine_peaks(size_mb: int = 64,
                   gemm: int = 1024,
                   repeats: int = 10) -> Dict[str, float]:
-    """This machine's memory bandwidth (bytes/s, a copy of ``size_mb`` MB:
-    read once, written once) and fp32 GEMM rate (MACs/s, ``gemm``-cubed
-    ``torch.mm``), each the best of ``repeats`` at torch's thread count."""
+    """This machine's memory bandwidth (``bandwidth``, bytes/s, a copy of
+    ``size_mb`` MB: read once, written once), fp32 GEMM rate
+    (``macs_per_s``, ``gemm``-cubed ``torch.mm``), each the best of
+    ``repeats`` at torch's thread count, and the cost of a minor page
+    fault (``fault_s``, seconds): the same copy into a new tensor, less
+    the copy into a mapped one, per fault it took (0 where the allocator
+    reused mapped memory and nothing faulted)."""
     src = torch.rand(size_mb * 2**20 // 4)
     dst = torch.empty_like(src)
     a = torch.rand(gemm, gemm)
     b = torch.rand(gemm, gemm)
     out = torch.empty(gemm, gemm)
-    copy_s, gemm_s = [], []
+    copy_s, gemm_s, fresh = [], [], []
     for _ in range(repeats + 1):  # the first of each warms up
         start = time.perf_counter()
         dst.copy_(src)
@@ -65,9 +94,15 @@ def machine_peaks(size_mb: int = 64,
         start = time.perf_counter()
         torch.mm(a, b, out=out)
         gemm_s.append(time.perf_counter() - start)
+        faults = minor_faults()
+        start = time.perf_counter()
+        src.clone()  # a new tensor, freed at once
+        fresh.append((time.perf_counter() - start, minor_faults() - faults))
+    fault_s = [(t - min(copy_s[1:])) / n for t, n in fresh[1:] if n]
     return dict(
         bandwidth=2 * src.nbytes / min(copy_s[1:]),
-        macs_per_s=gemm**3 / min(gemm_s[1:]))
+        macs_per_s=gemm**3 / min(gemm_s[1:]),
+        fault_s=max(0., statistics.median(fault_s)) if fault_s else 0.)
 
 
 def _tensors(tree) -> List[torch.Tensor]:
@@ -186,10 +221,12 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        faults = minor_faults()
         start = time.perf_counter()
         out = func(*args, **kwargs)
         seconds = time.perf_counter() - start
-        record = dict(op=func.__name__.split('.')[0], seconds=seconds)
+        record = dict(op=func.__name__.split('.')[0], seconds=seconds,
+                      faults=minor_faults() - faults)
         if self.count:
             record['bytes'] = op_bytes(func, args, kwargs, out)
             record['macs'] = int(op_macs(func, args, out))
@@ -200,8 +237,9 @@ class _Recorder(TorchDispatchMode):
 def op_records(fn: Callable[[], object],
                repeats: int = 5,
                warmup: int = 1) -> List[Dict]:
-    """Per aten op call of ``fn()`` (no_grad): ``op``, ``seconds`` (median
-    over ``repeats`` runs, after ``warmup``), ``bytes`` and ``macs``. The
+    """Per aten op call of ``fn()`` (no_grad): ``op``, ``seconds`` and
+    ``faults`` (minor page faults; medians over ``repeats`` runs, after
+    ``warmup``), ``bytes`` and ``macs``. The
     runs must call the same ops in the same order (an eval forward does;
     token sampling draws its grid deterministically in eval)."""
     if repeats < 1 or warmup < 0:
@@ -223,9 +261,11 @@ def op_records(fn: Callable[[], object],
                 raise RuntimeError('fn() called other ops from one run to '
                                    'the next: op_records needs a '
                                    'deterministic forward')
-            timings.append([c['seconds'] for c in timed.calls])
+            timings.append([(c['seconds'], c['faults'])
+                            for c in timed.calls])
     for i, call in enumerate(counted.calls):
-        call['seconds'] = statistics.median(t[i] for t in timings)
+        call['seconds'] = statistics.median(t[i][0] for t in timings)
+        call['faults'] = int(statistics.median(t[i][1] for t in timings))
     return counted.calls
 
 
@@ -239,25 +279,30 @@ def by_op(records: Sequence[Dict], peaks: Dict[str, float]) -> List[Dict]:
     """Records summed per op name, most time first: ``calls``,
     ``seconds``, ``share`` (of the total), ``bytes``, ``macs``,
     ``bound`` (seconds, the sum of the calls' bounds), ``ratio``
-    (``seconds / bound``; inf for an op that moves nothing) and ``limit``
-    (``'GEMM'`` or ``'memory'``, whichever bound is the larger)."""
+    (``seconds / bound``; inf for an op that moves nothing), ``limit``
+    (``'GEMM'`` or ``'memory'``, whichever bound is the larger),
+    ``faults`` (minor page faults) and ``fault_seconds`` (``faults`` at the
+    machine's ``fault_s``, 0 where ``peaks`` has none)."""
     groups = OrderedDict()
     total = sum(r['seconds'] for r in records) or 1.
     for r in records:
         g = groups.setdefault(
             r['op'],
-            dict(op=r['op'], calls=0, seconds=0., bytes=0, macs=0, bound=0.))
+            dict(op=r['op'], calls=0, seconds=0., bytes=0, macs=0, bound=0.,
+                 faults=0))
         g['calls'] += 1
         g['seconds'] += r['seconds']
         g['bytes'] += r['bytes']
         g['macs'] += r['macs']
         g['bound'] += bound_seconds(r, peaks)
+        g['faults'] += r.get('faults', 0)
     rows = sorted(groups.values(), key=lambda g: -g['seconds'])
     for g in rows:
         g['share'] = g['seconds'] / total
         g['ratio'] = g['seconds'] / g['bound'] if g['bound'] else float('inf')
         g['limit'] = 'GEMM' if g['macs'] / peaks['macs_per_s'] > \
             g['bytes'] / peaks['bandwidth'] else 'memory'
+        g['fault_seconds'] = g['faults'] * peaks.get('fault_s', 0.)
     return rows
 
 
@@ -265,15 +310,17 @@ def table(rows: Sequence[Dict], top: int = 15) -> str:
     """Markdown: the ``top`` ops by time, then everything else as one row
     and the total."""
     head = ('| op | calls | ms | share | MB moved | GMACs | limit | '
-            'bound ms | time / bound |')
-    lines = [head, '|---|---|---|---|---|---|---|---|---|']
+            'bound ms | time / bound | MB faulted | fault ms |')
+    lines = [head, '|---|---|---|---|---|---|---|---|---|---|---|']
 
     def line(r):
         ratio = '-' if r['ratio'] == float('inf') else f"{r['ratio']:.1f}x"
         return (f"| {r['op']} | {r['calls']} | {1e3 * r['seconds']:.2f} | "
                 f"{100 * r['share']:.1f}% | {r['bytes'] / 1e6:.1f} | "
                 f"{r['macs'] / 1e9:.3f} | {r.get('limit', '-')} | "
-                f"{1e3 * r['bound']:.2f} | {ratio} |")
+                f"{1e3 * r['bound']:.2f} | {ratio} | "
+                f"{r.get('faults', 0) * PAGE_BYTES / 1e6:.1f} | "
+                f"{1e3 * r.get('fault_seconds', 0.):.2f} |")
 
     for r in rows[:top]:
         lines.append(line(r))
@@ -287,7 +334,9 @@ def table(rows: Sequence[Dict], top: int = 15) -> str:
             share=sum(r['share'] for r in group),
             bytes=sum(r['bytes'] for r in group),
             macs=sum(r['macs'] for r in group),
-            bound=sum(r['bound'] for r in group))
+            bound=sum(r['bound'] for r in group),
+            faults=sum(r.get('faults', 0) for r in group),
+            fault_seconds=sum(r.get('fault_seconds', 0.) for r in group))
         merged['ratio'] = (merged['seconds'] / merged['bound']
                            if merged['bound'] else float('inf'))
         lines.append(line(merged))

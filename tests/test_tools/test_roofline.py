@@ -1,5 +1,6 @@
 """mmceformer.utils.roofline and tools/analysis/roofline.py: bytes and MACs
 of known ops, bounds and ratios computed from the measurements printed."""
+import os
 import sys
 from pathlib import Path
 
@@ -85,6 +86,41 @@ def test_bounds_and_ratios_come_from_the_records():
 def test_machine_peaks_are_positive():
     peaks = roofline.machine_peaks(size_mb=4, gemm=128, repeats=2)
     assert peaks['bandwidth'] > 0 and peaks['macs_per_s'] > 0
+    assert peaks['fault_s'] >= 0
+
+
+def test_page_faults_are_summed_and_costed_at_the_machine_rate():
+    records = [
+        dict(op='a', seconds=2e-3, bytes=10**7, macs=0, faults=100),
+        dict(op='a', seconds=1e-3, bytes=10**7, macs=0, faults=50),
+        dict(op='b', seconds=1e-3, bytes=10**7, macs=0, faults=0),
+    ]
+    a, b = roofline.by_op(records, dict(PEAKS, fault_s=2e-6))
+    assert a['faults'] == 150 and b['faults'] == 0
+    assert a['fault_seconds'] == pytest.approx(3e-4)
+    text = roofline.table([a, b], top=2)
+    mb = 150 * roofline.PAGE_BYTES / 1e6
+    assert f'| 1.5x | {mb:.1f} | 0.30 |' in text
+    # without a measured fault cost the time column is 0, the count stays
+    assert roofline.by_op(records, PEAKS)[0]['fault_seconds'] == 0
+
+
+@pytest.mark.skipif(
+    roofline.resource is None
+    or any(k.startswith('MALLOC_') for k in os.environ),
+    reason='fault counts need getrusage and glibc defaults')
+def test_first_touch_of_a_large_new_tensor_is_counted():
+    """64 MB is above glibc's largest mmap threshold: a new tensor of that
+    size is mapped afresh and its first write faults; writing it again
+    does not."""
+    def fn():
+        fresh = torch.empty(16 * 2**20)
+        fresh.fill_(1.)
+        fresh.fill_(2.)
+
+    fills = [r for r in records_of(fn) if r['op'] == 'fill_']
+    assert all(isinstance(r['faults'], int) for r in fills)
+    assert fills[0]['faults'] > 0 and fills[1]['faults'] == 0
 
 
 def test_a_forward_that_changes_its_ops_is_refused():
@@ -113,6 +149,7 @@ def test_cli_profiles_a_backbone(capsys):
     ])
     out = capsys.readouterr().out
     assert 'GB/s copy bandwidth' in out and '| addmm |' in out
+    assert 'per minor page fault' in out and 'MB of new pages' in out
     rows = result['rows']
     assert all(r['bound'] >= 0 for r in rows)
     assert any(r['op'] == 'convolution' and r['macs'] > 0 for r in rows)

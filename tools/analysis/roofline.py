@@ -7,12 +7,16 @@
 
 Measures the machine first (memory bandwidth from a 64 MB copy, fp32 GEMM
 rate from a 1024-cubed ``torch.mm``, each the best of 10 at torch's thread
-count), then runs the config's backbone on a random (1, 3, H, W) input (or,
+count; the cost of a page fault from the same copy into a new tensor),
+then runs the config's backbone on a random (1, 3, H, W) input (or,
 with ``--detector``, the whole detector's ``test_step`` on an image through
 the config's test pipeline, as benchmark_detector.py does) under
 ``mmceformer.utils.roofline.op_records`` and prints per aten op: calls,
 median time, share, the bytes it must move, its MACs, which bound applies,
-the bound's time and the ratio of time to bound. Random weights, eval,
+the bound's time and the ratio of time to bound, and the memory it
+faulted in (minor page faults of new tensors, with their time at the cost
+per fault that the machine probe measures: the part of an op's time that
+is the allocator's, not the kernel's). Random weights, eval,
 batch 1, CPU. Time is measured per op call inside a dispatch mode, which
 adds Python overhead to each call: the eager time of the same forward
 without the mode is printed beside the sum, so the overhead is visible.
@@ -168,7 +172,13 @@ def main(argv=None):
           f'{", deploy form" if args.deploy else ""}; CPU, '
           f'{torch.get_num_threads()} threads, median of {args.repeats}')
     print(f"machine: {peaks['bandwidth'] / 1e9:.1f} GB/s copy bandwidth, "
-          f"{peaks['macs_per_s'] / 1e9:.1f} GMAC/s fp32 GEMM")
+          f"{peaks['macs_per_s'] / 1e9:.1f} GMAC/s fp32 GEMM, "
+          f"{1e6 * peaks['fault_s']:.2f} us per minor page fault "
+          f"({roofline.PAGE_BYTES // 1024} KB pages)")
+    faults = sum(r['faults'] for r in records)
+    print(f'page faults: {faults * roofline.PAGE_BYTES / 1e6:.0f} MB of '
+          f"new pages per forward, {1e3 * faults * peaks['fault_s']:.1f} ms "
+          'at that cost')
     total = sum(r['seconds'] for r in records)
     print(f'sum of op times {1e3 * total:.1f} ms; the same forward without '
           f'the dispatch mode {1e3 * eager:.1f} ms')
