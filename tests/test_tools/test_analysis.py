@@ -27,9 +27,10 @@ def test_linear_attention_products_are_counted():
     from mmceformer.ops import linear_attention
     q = torch.randn(1, 2, 16, 4)
     macs = count_macs(lambda: linear_attention(q, q, q, pos_weight='1d'))
-    # k~^T v (P*D x N x Dv), z via q~ z (N x P*D), q~ kv (N x P*D x Dv)
+    # k~^T [v, 1] (P*D x N x Dv + 1: KV and z), q~ [KV, z] (N x P*D x
+    # Dv + 1: numerator and denominator), per head
     dims = 2 * 4
-    assert macs == 2 * (dims * 16 * 4 + 16 * dims + 16 * dims * 4)
+    assert macs == 2 * (dims * 16 * (4 + 1) + 16 * dims * (4 + 1))
 
 
 def config(name, shrink):
