@@ -16,6 +16,8 @@ import torch
 from mmengine.config import Config
 
 import mmceformer  # noqa: F401
+from mmceformer.utils.allocator import (add_malloc_argument, malloc_note,
+                                        set_malloc)
 from mmceformer.utils.complexity import build_model, interleaved_latency
 
 
@@ -90,7 +92,9 @@ def main(argv=None):
         choices=['whole', 'backbone'],
         default='whole',
         help='time the whole model or backbone (+ neck)')
+    add_malloc_argument(parser)
     args = parser.parse_args(argv)
+    set_malloc(args.malloc)
     shape = args.shape * 2 if len(args.shape) == 1 else args.shape
     configs = [args.config] + ([args.baseline] if args.baseline else [])
     checkpoints = [args.checkpoint, args.baseline_checkpoint]
@@ -98,7 +102,8 @@ def main(argv=None):
                         args.repeats, checkpoints[:len(configs)], args.part)
     print(f'# {args.part} on {args.device}, input {args.batch}x3x'
           f'{shape[0]}x{shape[1]}, median of {args.repeats} after '
-          f'{args.warmup} warm-up, threads={torch.get_num_threads()}')
+          f'{args.warmup} warm-up, threads={torch.get_num_threads()}, '
+          f'{malloc_note(args.malloc)}')
     for name, r in results.items():
         print(f"{name}: {r['latency_ms']:.1f} ms, "
               f"{r['images_per_s']:.2f} images/s")

@@ -52,6 +52,8 @@ from mmengine.logging import MMLogger
 from mmengine.runner import load_checkpoint
 
 import mmceformer  # noqa: F401
+from mmceformer.utils.allocator import (add_malloc_argument, malloc_note,
+                                        set_malloc)
 from mmceformer.utils.complexity import build_model
 
 #: (part, attribute of the detector, method timed)
@@ -292,7 +294,9 @@ def main(argv=None):
         default='inductor',
         help="torch.compile's backend with --compile")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_malloc_argument(parser)
     args = parser.parse_args(argv)
+    set_malloc(args.malloc)
     if args.image:
         import mmcv
         image = mmcv.imread(args.image)
@@ -315,6 +319,7 @@ def main(argv=None):
           f'{args.device}, {torch.get_num_threads()} threads, median of '
           f'{args.repeats} after {args.warmup} warm-up, interleaved; '
           + ('checkpoints given' if args.checkpoints else 'random weights')
+          + f'; {malloc_note(args.malloc)}'
           + ('; backbones in deploy form where they have one'
              if args.deploy else '')
           + (f'; backbones compiled ({backend})' if backend else '')

@@ -44,6 +44,8 @@ import torch
 from mmengine.config import Config, DictAction
 
 import mmceformer  # noqa: F401
+from mmceformer.utils.allocator import (add_malloc_argument, malloc_note,
+                                        set_malloc)
 from mmceformer.utils import roofline
 from mmceformer.utils.complexity import build_model, interleaved_latency
 
@@ -150,7 +152,9 @@ def main(argv=None):
     parser.add_argument('--paths', nargs='+', choices=PATHS,
                         help='time the backbone on these deployment paths')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_malloc_argument(parser)
     args = parser.parse_args(argv)
+    set_malloc(args.malloc)
     if args.paths and args.detector:
         parser.error('--paths times backbones; drop --detector')
     cfg = Config.fromfile(args.config)
@@ -170,7 +174,8 @@ def main(argv=None):
             f'backbone, 1x3x{args.shape[0]}x{args.shape[1]}')
     print(f'{osp.basename(args.config)}: {what}'
           f'{", deploy form" if args.deploy else ""}; CPU, '
-          f'{torch.get_num_threads()} threads, median of {args.repeats}')
+          f'{torch.get_num_threads()} threads, median of {args.repeats}, '
+          f'{malloc_note(args.malloc)}')
     print(f"machine: {peaks['bandwidth'] / 1e9:.1f} GB/s copy bandwidth, "
           f"{peaks['macs_per_s'] / 1e9:.1f} GMAC/s fp32 GEMM, "
           f"{1e6 * peaks['fault_s']:.2f} us per minor page fault "

@@ -18,6 +18,8 @@ import argparse
 import torch
 
 import mmceformer  # noqa: F401
+from mmceformer.utils.allocator import (add_malloc_argument, malloc_note,
+                                        set_malloc)
 from mmceformer.utils.complexity import count_macs, interleaved_latency
 
 DEIT = dict(type='VisionTransformer', arch='deit-small', img_size=224)
@@ -110,11 +112,14 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--batch8', action='store_true')
     parser.add_argument('--compile', action='store_true')
+    add_malloc_argument(parser)
     args = parser.parse_args(argv)
+    set_malloc(args.malloc)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f'# CPU threads={torch.get_num_threads()}, torch '
-          f'{torch.__version__}, median of {args.repeats}')
+          f'{torch.__version__}, median of {args.repeats}, '
+          f'{malloc_note(args.malloc)}')
     rows = []
     for group in args.groups:
         for text in args.shapes:
