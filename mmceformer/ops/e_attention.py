@@ -112,9 +112,9 @@ def e_attention(q: Tensor,
             # q~_0: (B, H, 1, D) -> (B, H, 1, P * D)
             score_tilde = lift_features(
                 feature_map_fn(q_acc[:, :, :1], feature_map), q_feat[:, :1])
-            kv, z, rows = _accumulate_keys(k_acc, v_acc, k_feat, valid,
-                                           num_valid, feature_map, chunk_size,
-                                           score_tilde)  # rows: (B, H, N)
+            kvz, rows = _accumulate_keys(k_acc, v_acc, k_feat, valid,
+                                         num_valid, feature_map, chunk_size,
+                                         score_tilde)  # rows: (B, H, N)
         # eq. (3-5) row of the CLS query per head, summed over heads; it
         # only picks indices, so no graph is kept for it
         rows = rows.detach()
@@ -143,6 +143,6 @@ def e_attention(q: Tensor,
                                      num_valid, feature_map, eps,
                                      same_group(groups, index))
         else:
-            out = _apply_queries(q_kept, feat_kept, kv, z, feature_map, eps,
+            out = _apply_queries(q_kept, feat_kept, kvz, feature_map, eps,
                                  chunk_size)
     return out.to(q.dtype), index, mask

@@ -337,8 +337,9 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def safe_denominator(den: Tensor, eps: float) -> Tensor:
-    """Keep ``|den| >= eps`` with its sign. With ``'elu1'`` every
+def safe_denominator(den: Tensor, eps) -> Tensor:
+    """Keep ``|den| >= eps`` (a float, or a tensor that broadcasts to
+    ``den``) with its sign. With ``'elu1'`` every
     denominator is positive; with ``'identity'`` (Ours-B) a row of
     negative similarities is still a weighted mean, so the sign is kept."""
     return torch.where(den >= 0, den.clamp(min=eps), den.clamp(max=-eps))
@@ -352,8 +353,9 @@ def _accumulate_keys(k_acc,
                      feature_map,
                      chunk_size,
                      score_tilde=None):
-    """The key pass of eq. (3-9): ``KV = mean_j k~_j^T v_j`` (B, H, PD, Dv),
-    ``z = mean_j k~_j`` (B, H, PD, 1) and, with a lifted score query
+    """The key pass of eq. (3-9): ``KV = mean_j k~_j^T v_j`` (B, H, PD, Dv)
+    and ``z = mean_j k~_j`` (B, H, PD, 1), side by side as ``[KV, z]``
+    (B, H, PD, Dv + 1), and, with a lifted score query
     ``score_tilde`` (B, H, 1, PD), its similarity to every key (B, H, Nk):
     the CLS row of section 3.4 at no extra pass over the keys.
 
@@ -367,14 +369,15 @@ def _accumulate_keys(k_acc,
         k_tilde = _key_features(k_acc[:, :, s:e], k_feat[:, s:e],
                                 None if valid is None else valid[:, :, s:e],
                                 feature_map)  # (B, H, n, P * D)
-        # KV and z in one product: z is KV's column for values of 1
+        # KV and z in one product: z is KV's column for values of 1 (the
+        # ones column replaces the copy that matmul makes of a strided V)
         kvz = kvz + k_tilde.transpose(-2, -1) @ with_ones(v_acc[:, :, s:e])
         if score_tilde is not None:
             rows.append((k_tilde @ score_tilde.transpose(-2, -1))[..., 0])
     # Means, not sums: finite in fp16/bf16 at 10^4+ tokens.
     kvz = kvz / num_valid  # (B, H, P * D, Dv + 1)
     score_rows = torch.cat(rows, dim=2) if rows else None
-    return kvz[..., :-1], kvz[..., -1:], score_rows
+    return kvz, score_rows
 
 
 def with_ones(x: Tensor) -> Tensor:
@@ -384,9 +387,9 @@ def with_ones(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_ones(x.shape[:-1] + (1, ))], dim=-1)
 
 
-def _apply_queries(q_acc, q_feat, kv, z, feature_map, eps, chunk_size):
-    """The query pass: ``out_i = q~_i KV / q~_i z`` for (B, H, Nq, D)."""
-    kvz = torch.cat([kv, z], dim=-1)  # (B, H, P * D, Dv + 1)
+def _apply_queries(q_acc, q_feat, kvz, feature_map, eps, chunk_size):
+    """The query pass: ``out_i = q~_i KV / q~_i z`` for (B, H, Nq, D)
+    queries and ``kvz = [KV, z]`` (B, H, PD, Dv + 1) of the key pass."""
     outs = []
     for s in range(0, q_acc.shape[2], chunk_size):
         e = s + chunk_size
@@ -437,8 +440,9 @@ def _quadratic_queries(q_acc,
                        eps,
                        pair_mask=None):
     """The O(Nq Nk) form of the query pass: ``out_i = sum_j S(i,j) v_j /
-    sum_j S(i,j)`` with ``S = (phi(q) phi(k)^T) o (a b^T)`` and the sums
-    taken as means over the valid keys, exactly as the O(N) form does.
+    sum_j S(i,j)`` with ``S = (phi(q) phi(k)^T) o (a b^T)``, the
+    denominator bounded as the O(N) form bounds its mean over the valid
+    keys.
 
     Args:
         q_acc (Tensor): (B, H, Nq, D) queries.
@@ -478,7 +482,8 @@ def quadratic_similarities(q_acc,
     if pair_mask is not None:
         weight = weight * pair_mask.to(weight.dtype)  # (B, Nq, Nk)
     sims = feature_map_fn(q_acc, feature_map) @ phi_k.transpose(-2, -1)
-    # in place: the product's backward needs its inputs, not its output
+    # in place: the product's backward needs its inputs, not its output,
+    # and the weights (positions, groups) need no gradient
     return sims.mul_(weight.unsqueeze(1))
 
 
@@ -553,9 +558,9 @@ def linear_attention(q: Tensor,
                                      same_group(groups))
         else:
             q_feat, k_feat = lift_groups(q_feat, k_feat, groups)
-            kv, z, _ = _accumulate_keys(k_acc, v_acc, k_feat, valid,
-                                        num_valid, feature_map, chunk_size)
-            out = _apply_queries(q_acc, q_feat, kv, z, feature_map, eps,
+            kvz, _ = _accumulate_keys(k_acc, v_acc, k_feat, valid,
+                                      num_valid, feature_map, chunk_size)
+            out = _apply_queries(q_acc, q_feat, kvz, feature_map, eps,
                                  chunk_size)
     return out.to(q.dtype)
 

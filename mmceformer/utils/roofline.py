@@ -80,7 +80,8 @@ def machine_peaks(size_mb: int = 64,
     ``repeats`` at torch's thread count, and the cost of a minor page
     fault (``fault_s``, seconds): the same copy into a new tensor, less
     the copy into a mapped one, per fault it took (0 where the allocator
-    reused mapped memory and nothing faulted)."""
+    reused mapped memory, so that the new tensor took fewer faults than
+    half its pages)."""
     src = torch.rand(size_mb * 2**20 // 4)
     dst = torch.empty_like(src)
     a = torch.rand(gemm, gemm)
@@ -98,7 +99,11 @@ def machine_peaks(size_mb: int = 64,
         start = time.perf_counter()
         src.clone()  # a new tensor, freed at once
         fresh.append((time.perf_counter() - start, minor_faults() - faults))
-    fault_s = [(t - min(copy_s[1:])) / n for t, n in fresh[1:] if n]
+    # only runs that mapped most of the tensor afresh: a few faults (a
+    # partly reused block) would turn timing noise into a per-fault cost
+    pages = src.nbytes // PAGE_BYTES
+    fault_s = [(t - min(copy_s[1:])) / n for t, n in fresh[1:]
+               if n >= pages // 2]
     return dict(
         bandwidth=2 * src.nbytes / min(copy_s[1:]),
         macs_per_s=gemm**3 / min(gemm_s[1:]),

@@ -277,7 +277,8 @@ class NewTensors(TorchDispatchMode):
 def test_feature_map_makes_two_tensors(grad):
     """phi(x) = max(x, 0) + e^min(x, 0) writes into its two temporaries:
     two new tensors of x's size, not four (each large new tensor costs
-    page faults), and the same values and gradient as F.elu(x) + 1."""
+    page faults); the values of F.elu(x) + 1, and a gradient that
+    gradcheck accepts through the in-place steps."""
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=grad)
     with NewTensors() as made:
         phi = feature_map_fn(x)

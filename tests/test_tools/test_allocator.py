@@ -62,3 +62,20 @@ def test_timing_tools_take_the_policy(tool, capsys):
     with pytest.raises(SystemExit):
         module.main(['--malloc', 'jemalloc', 'CONFIG'])
     assert "invalid choice: 'jemalloc'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason='glibc only')
+def test_a_refused_setting_names_it_and_the_glibc_version(monkeypatch):
+    libc = allocator._glibc()
+
+    class Refusing:
+        gnu_get_libc_version = libc.gnu_get_libc_version
+
+        @staticmethod
+        def mallopt(param, value):
+            return 0
+
+    monkeypatch.setattr(allocator, '_glibc', lambda: Refusing())
+    with pytest.raises(RuntimeError,
+                       match=r'glibc \d+\.\d+ refused M_MMAP_THRESHOLD'):
+        allocator.set_malloc('retain')
