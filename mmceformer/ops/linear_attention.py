@@ -66,11 +66,14 @@ def feature_map_fn(x: Tensor, feature_map: str = 'elu1') -> Tensor:
     check_choice('feature_map', feature_map, FEATURE_MAPS)
     if feature_map == 'elu1':
         # == F.elu(x) + 1, at less than half its cost on the CPU, as
-        # max(x, 0) + e^min(x, 0). The in-place steps write into the two
-        # temporaries made here, whose backward needs only x or their own
-        # result: two new tensors, not four (each large new tensor costs
-        # glibc's allocator page faults, docs/benchmarks.md).
-        return x.clamp(min=0).add_(x.clamp(max=0).exp_())
+        # r + e^(x - r) with r = max(x, 0). The in-place steps write into
+        # the two temporaries made here, whose backward needs only x or
+        # their own result: two new tensors, not four (each large new
+        # tensor costs glibc's allocator page faults, docs/benchmarks.md).
+        # threshold's gradient is 0 at x = 0, x - r's is 1, so the
+        # derivative there is elu's, 1 (clamps pass 0 on both sides).
+        positive = torch.nn.functional.threshold(x, 0., 0.)
+        return positive.add_((x - positive).exp_())
     return x
 
 

@@ -288,6 +288,15 @@ def test_feature_map_makes_two_tensors(grad):
         assert torch.autograd.gradcheck(feature_map_fn, (x, ))
 
 
+def test_feature_map_gradient_is_elus_at_zero():
+    """At x = 0, where padded cells sit at initialisation (zero tokens,
+    zero biases), the derivative of elu(x) + 1 is 1 from both sides."""
+    x = torch.tensor([-1., 0., 2.], dtype=torch.float64, requires_grad=True)
+    feature_map_fn(x).sum().backward()
+    torch.testing.assert_close(
+        x.grad, torch.tensor([math.exp(-1.), 1., 1.], dtype=torch.float64))
+
+
 def test_quadratic_order_makes_one_similarity_matrix(attention_order):
     """The O(Nq Nk) order makes its (B, H, Nq, Nk) similarities once (the
     position weight is applied in place) and takes S V and S 1 in one
