@@ -20,7 +20,7 @@ counts them (0 for element-wise ops, whose bound is their bytes). Pure
 torch, no OpenMMLab import.
 
 The bound assumes memory that is already mapped. A large new tensor is
-not: glibc's allocator maps allocations above its threshold (32 MB at
+not: glibc's allocator maps allocations above its threshold (32 MiB at
 most) afresh and returns freed heap above its trim threshold to the
 system, so writing such a tensor first takes a minor page fault per page,
 which the kernel serves by zeroing the page. Each record therefore also

@@ -49,10 +49,10 @@ class NewTensors(TorchDispatchMode):
 
 @pytest.mark.parametrize('grad', [False, True])
 def test_feature_map_makes_two_tensors(grad):
-    """phi(x) = max(x, 0) + e^min(x, 0) writes into its two temporaries:
-    two new tensors of x's size, not four (each large new tensor costs
-    page faults); the values of F.elu(x) + 1, and a gradient that
-    gradcheck accepts through the in-place steps."""
+    """phi(x) = r + e^(x - r) with r = max(x, 0) writes into its two
+    temporaries: two new tensors of x's size, not four (each large new
+    tensor costs page faults); the values of F.elu(x) + 1, and a gradient
+    that gradcheck accepts through the in-place steps."""
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=grad)
     with NewTensors() as made:
         phi = feature_map_fn(x)

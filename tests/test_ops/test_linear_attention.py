@@ -246,4 +246,3 @@ def test_chunking_changes_nothing():
     for chunk_size in (1, 2, 4):
         torch.testing.assert_close(
             linear_attention(q, k, v, chunk_size=chunk_size, **kwargs), whole)
-

@@ -14,7 +14,7 @@ TOOLS = ('benchmark', 'benchmark_detector', 'roofline', 'speed_targets')
 # A 64 MB tensor (above glibc's largest dynamic mmap threshold) made,
 # written and freed eight times: the faults of the last four (the first
 # few place the heap around torch's first allocations).
-SECOND_WRITE_FAULTS = """
+STEADY_FAULTS = """
 import resource, sys, torch
 from mmceformer.utils.allocator import set_malloc
 print(set_malloc(sys.argv[1]))
@@ -28,9 +28,9 @@ print(faults() - start)
 """
 
 
-def second_write_faults(mode):
+def steady_faults(mode):
     env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
-    out = subprocess.run([sys.executable, '-c', SECOND_WRITE_FAULTS, mode],
+    out = subprocess.run([sys.executable, '-c', STEADY_FAULTS, mode],
                          capture_output=True, text=True, check=True,
                          env=env, cwd=ROOT).stdout.split()
     return out[0] == 'True', int(out[1])
@@ -40,9 +40,9 @@ def second_write_faults(mode):
 def test_retain_keeps_freed_memory_mapped():
     """With the system's policy each 64 MB tensor is mapped afresh (16384
     pages, each faulted in); with 'retain' it reuses the last one's."""
-    changed, system = second_write_faults('system')
+    changed, system = steady_faults('system')
     assert not changed and system > 4 * 8000
-    changed, retained = second_write_faults('retain')
+    changed, retained = steady_faults('retain')
     assert changed and retained < system / 10
 
 

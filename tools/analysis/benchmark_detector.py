@@ -33,8 +33,8 @@ into that form after its weights are loaded; the others run as built.
 
 ``--compile`` compiles every backbone's forward with ``torch.compile``
 (``--compile-backend``, inductor by default; the warm-up rounds include
-the compilation, so give at least one): the rest of the detector, mmdet's and mmcv's code, stays
-eager. The parts inside the backbone (``pyramid``) are then inside its
+the compilation, so give at least one): the rest of the detector, mmdet's
+and mmcv's code, stays eager. The parts inside the backbone (``pyramid``) are then inside its
 graph and not timed apart.
 """
 import argparse
@@ -308,9 +308,6 @@ def main(argv=None):
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
         configs.append(cfg)
-    if args.compile and args.warmup < 1:
-        parser.error('--compile needs --warmup >= 1: the first call '
-                     f'compiles, got --warmup {args.warmup}')
     backend = args.compile_backend if args.compile else None
     results = benchmark(configs, image, args.checkpoints, args.repeats,
                         args.warmup, args.device, args.fuse_conv_bn,
