@@ -1,5 +1,7 @@
 """Small helpers shared by the tests (tests/ is on sys.path via conftest)."""
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 def in_mode(model, training):
@@ -54,3 +56,26 @@ def count_scatters(monkeypatch):
 
     monkeypatch.setattr(token_block, 'scatter_tokens', counting)
     return calls
+
+
+class NewTensors(TorchDispatchMode):
+    """The sizes (numel) of the tensors that ops make: no views, no
+    in-place writes (an op whose output aliases an input is not counted).
+    Sizes, not shapes: matmul makes its output as a 3-d bmm."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and \
+                    t.untyped_storage().data_ptr() not in inputs:
+                self.sizes.append(t.numel())
+        return out

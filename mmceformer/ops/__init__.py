@@ -5,6 +5,7 @@ from .linear_attention import (FEATURE_MAPS, POS_WEIGHTS, check_choice,
                                linear_attention_reference, position_features)
 from .pos_embed import (SEPARABLE_MODES, interpolation_matrix,
                         separable_resize_pos_embed)
+from .stem import conv_stem_in_bands, stem_band_rows, stem_sizes
 from .token_sampling import (KERNELS, SCORES, SELECTS, TRAIN_DRAWS,
                              check_keep_ratio, cls_attention_scores,
                              grid_inverse_cdf, num_kept_tokens, sample_tokens,
@@ -21,5 +22,6 @@ __all__ = [
     'scatter_tokens', 'place_tokens', 'tokens_to_grid', 'grid_to_tokens',
     'mask_to_index', 'groups_from_block_mask', 'with_prefix', 'is_tracing',
     'grid_inverse_cdf', 'systematic_inverse_cdf', 'TRAIN_DRAWS', 'GridBuffer',
-    'SEPARABLE_MODES', 'interpolation_matrix', 'separable_resize_pos_embed'
+    'SEPARABLE_MODES', 'interpolation_matrix', 'separable_resize_pos_embed',
+    'conv_stem_in_bands', 'stem_band_rows', 'stem_sizes'
 ]

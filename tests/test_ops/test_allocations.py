@@ -6,8 +6,7 @@ import sys
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from helpers import NewTensors
 
 from mmceformer.ops import (feature_map_fn, linear_attention,
                             linear_attention_reference)
@@ -22,29 +21,6 @@ def qkv(num_q=SEQ, seed=0):
     k = torch.randn(2, 3, SEQ, 8, generator=gen)
     v = torch.randn(2, 3, SEQ, 5, generator=gen)
     return q, k, v
-
-
-class NewTensors(TorchDispatchMode):
-    """The sizes (numel) of the tensors that ops make: no views, no
-    in-place writes (an op whose output aliases an input is not counted).
-    Sizes, not shapes: matmul makes its output as a 3-d bmm."""
-
-    def __init__(self):
-        super().__init__()
-        self.sizes = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {
-            t.untyped_storage().data_ptr()
-            for t in tree_flatten((args, kwargs))[0]
-            if isinstance(t, torch.Tensor)
-        }
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and \
-                    t.untyped_storage().data_ptr() not in inputs:
-                self.sizes.append(t.numel())
-        return out
 
 
 @pytest.mark.parametrize('grad', [False, True])

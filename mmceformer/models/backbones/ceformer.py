@@ -17,6 +17,7 @@ import math
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.logging import MMLogger
@@ -28,9 +29,10 @@ from mmpretrain.models.utils import (build_norm_layer, resize_pos_embed,
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmceformer.ops import (GridBuffer, check_choice, gather_tokens,
-                            grid_to_tokens, separable_resize_pos_embed,
-                            tokens_to_grid)
+from mmceformer.ops import (GridBuffer, check_choice, conv_stem_in_bands,
+                            gather_tokens, grid_to_tokens, is_tracing,
+                            separable_resize_pos_embed, stem_band_rows,
+                            stem_sizes, tokens_to_grid)
 from mmceformer.registry import register_model
 from ..layers import EAttention, SimplePyramid, Tokens, attention_block
 from .eattention_vit import resolve_prune_layers
@@ -46,10 +48,20 @@ class ConvStem(BaseModule):
     ``deploy=True`` (or :meth:`switch_to_deploy`): the BatchNorm folded
     into the convolution, which then has a bias (exact in eval mode).
 
+    In inference (eval, no autograd, not tracing or compiling) with a norm
+    that acts per channel (none, or BatchNorm with running statistics), a
+    map whose first 7x7 output exceeds ``band_bytes`` runs in bands of
+    rows (:func:`~mmceformer.ops.conv_stem_in_bands`): the same values,
+    without the 137.6 MB first map and the max-pool's index map at
+    800x1344 (each faulted in afresh on every forward by glibc).
+
     Args:
         norm_cfg (dict): the norm after the 7x7 conv, e.g. ``dict(type='BN',
             requires_grad=True)`` or ``dict(type='SyncBN')``.
     """
+    #: bytes of the first map's band in inference; the measured best of 2,
+    #: 4, 8 and 16 MiB at 800x1344 (docs/benchmarks.md)
+    band_bytes = 8 * 2**20
 
     def __init__(self,
                  in_channels: int,
@@ -78,7 +90,34 @@ class ConvStem(BaseModule):
         # twice as fast on it (measured), and the token grid it gives
         # flattens to (B, N, C) tokens without a copy.
         x = x.contiguous(memory_format=torch.channels_last)
+        rows = self._band_rows(x)
+        if rows:
+            return conv_stem_in_bands(x, self._first_band, self.proj,
+                                      self.conv.out_channels, rows)
         return self.proj(self.pool(self.act(self.bn(self.conv(x)))))
+
+    def _band_rows(self, x: Tensor) -> int:
+        """Projection rows per band, or 0 for the whole map at once: in
+        training (a BatchNorm's batch statistics need the whole map), with
+        autograd or while tracing, with a norm that is not per channel,
+        and where one band holds the whole map."""
+        norm = self.bn
+        per_channel = isinstance(norm, nn.Identity) or (
+            isinstance(norm, _BatchNorm) and not norm.training
+            and norm.track_running_stats)
+        if self.training or not per_channel or torch.is_grad_enabled() \
+                or is_tracing():
+            return 0
+        rows = stem_band_rows(x, self.conv.out_channels, self.band_bytes)
+        return rows if rows < stem_sizes(x.shape[2])[2] else 0
+
+    def _first_band(self, band: Tensor) -> Tensor:
+        """Conv 7x7/2 -> norm -> ReLU on a band that brings its own rows
+        (zero-padded at the image's edges): padding in width only."""
+        conv = self.conv
+        out = F.conv2d(band, conv.weight, conv.bias, conv.stride,
+                       (0, conv.padding[1]))
+        return self.act(self.bn(out))
 
     def switch_to_deploy(self):
         """``BN(W * x) = (g / s) W * x + (b - g m / s)``, s = sqrt(var+eps),
