@@ -10,14 +10,24 @@ from .linear_attention import is_tracing
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
     """Pick tokens: x (B, N, ...) and index (B, K) long -> (B, K, ...).
 
-    Advanced indexing copies whole rows; ``gather`` with the index expanded
-    over the channels reads an index per element, for the same result
-    (tools/analysis/benchmark_token_ops.py times both). ``index`` must be
-    long: a bool one would index as a mask."""
+    ``index_select`` of rows of ``x`` viewed as (B * N, ...), the image's
+    offset b N added to its indices: one copy per row, 1.7-6x faster than
+    advanced indexing ``x[b, index]`` on CPU (and ``gather`` with the index
+    expanded over the channels reads an index per element;
+    tools/analysis/benchmark_token_ops.py times them). Where (B * N, ...)
+    is not a view of ``x`` (B > 1, a transposed layout), advanced indexing,
+    which does not copy ``x`` first. ``index`` must be long: a bool one
+    would index as a mask."""
     if index.dtype != torch.long:
         raise TypeError(f'index must be torch.long, got {index.dtype}')
-    batch = torch.arange(x.shape[0], device=x.device)[:, None]  # (B, 1)
-    return x[batch, index]
+    batch, num = x.shape[:2]
+    offset = torch.arange(batch, device=x.device)[:, None]  # (B, 1)
+    if batch == 1 or x.stride(0) == num * x.stride(1):  # flatten is a view
+        rows = index + offset * num  # (B, K)
+        # (B * N, ...) -> (B * K, ...) -> (B, K, ...)
+        picked = x.flatten(0, 1).index_select(0, rows.flatten())
+        return picked.unflatten(0, rows.shape)
+    return x[offset, index]
 
 
 def scatter_tokens(base: Tensor, index: Tensor, src: Tensor,

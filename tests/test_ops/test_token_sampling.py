@@ -258,6 +258,40 @@ def test_gather_scatter_round_trip():
     assert src.grad.sum(-1).tolist() == [[3, 3, 0], [3, 3, 3]]
 
 
+@pytest.mark.parametrize('layout', ['contiguous', 'transposed', 'expanded',
+                                    'positions'])
+@pytest.mark.parametrize('batch', [1, 2])
+def test_gather_tokens_is_advanced_indexing_in_every_layout(layout, batch):
+    """Rows by index_select where (B * N, ...) is a view, by advanced
+    indexing where it is not (a transposed (B, N, H, D) with B > 1): the
+    values and gradients of ``x[b, index]``, and an index of one image
+    broadcast over the batch."""
+    gen = torch.Generator().manual_seed(0)
+    source = {
+        'contiguous': lambda: torch.randn(batch, 7, 5, generator=gen),
+        # (B, H, N, D) -> (B, N, H, D), as E-Attention picks its queries
+        'transposed': lambda: torch.randn(
+            batch, 3, 7, 4, generator=gen).transpose(1, 2),
+        'expanded': lambda: torch.randn(1, 7, 5, generator=gen).expand(
+            batch, 7, 5),
+        'positions': lambda: torch.randperm(7, generator=gen).expand(
+            batch, 7).contiguous(),
+    }[layout]()
+    x = source.double().requires_grad_() if layout != 'positions' else source
+    index = torch.tensor([[6, 0, 3], [2, 2, 5]])[:batch]
+    b = torch.arange(batch)[:, None]
+    picked = gather_tokens(x, index)
+    assert picked.equal(x[b, index])
+    if layout == 'positions':
+        return
+    weights = torch.randn(picked.shape, generator=gen, dtype=torch.float64)
+    grad, = torch.autograd.grad((picked * weights).sum(), x)
+    expected, = torch.autograd.grad((x[b, index] * weights).sum(), x)
+    assert grad.equal(expected)
+    if batch == 2:  # one image's index for both images
+        assert gather_tokens(x, index[:1]).equal(x[b, index[:1]])
+
+
 def test_token_moves_refuse_a_non_long_index():
     """A bool index would index as a mask, an int one is not an index
     dtype of index_copy_: both are refused by name."""

@@ -179,6 +179,7 @@ def test_token_ops_benchmark_checks_equality_and_prints_ratios(capsys):
     rows = [line for line in out.splitlines() if '(earlier)' in line]
     assert len(rows) == 2 and all(r.endswith('| 1.00 |') for r in rows)
     assert out.count('(ours)') == 2
+    assert out.count('| advanced indexing (previous) |') == 1
     assert out.count('| GridBuffer, ') == 2
 
 

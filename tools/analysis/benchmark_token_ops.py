@@ -16,8 +16,8 @@ Shapes default to CEFormer-S's hidden map at 800x1344 (a 50 x 84 grid of
   same; the last placement's rows zeroed first when it changed), beside a
   copy of the kept rows;
 - read kept rows back (``grid_to_tokens``): ``gather`` with the expanded
-  index (earlier) against ``gather_tokens`` (advanced indexing), beside
-  the same copy.
+  index (earlier) and advanced indexing ``x[b, index]`` (previous) against
+  ``gather_tokens`` (``index_select`` of rows), beside the same copy.
 
 ``--backbone CONFIG`` adds the whole backbone of a config (eval, no
 autograd, ``--deploy`` for its deploy form) on a ``--shape`` input, with
@@ -47,6 +47,11 @@ def scatter_zero_grid(index, src, num):
 def gather_expanded(x, index):
     """The earlier formulation: ``gather`` with the index expanded."""
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def gather_indexed(x, index):
+    """The previous formulation: advanced indexing, ``x[b, index]``."""
+    return x[torch.arange(x.shape[0])[:, None], index]
 
 
 class NewGridPerBlock(GridBuffer):
@@ -124,7 +129,9 @@ def main(argv=None):
         'kept rows back from the grid': [
             ('gather, expanded index (earlier)',
              lambda: gather_expanded(grid, index)),
-            ('gather_tokens: advanced indexing (ours)',
+            ('advanced indexing (previous)',
+             lambda: gather_indexed(grid, index)),
+            ('gather_tokens: index_select of rows (ours)',
              lambda: gather_tokens(grid, index)),
             ('copy of the kept rows (reference)', lambda: src.clone()),
         ],
@@ -135,6 +142,8 @@ def main(argv=None):
             place_tokens(index, src, valid, num, src.dtype))
         assert torch.equal(
             gather_expanded(grid, index), gather_tokens(grid, index))
+        assert torch.equal(
+            gather_indexed(grid, index), gather_tokens(grid, index))
         for _ in range(3):
             assert torch.equal(
                 place_changing(),
