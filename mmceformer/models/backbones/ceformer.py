@@ -34,7 +34,8 @@ from mmceformer.ops import (GridBuffer, check_choice, conv_stem_in_bands,
                             separable_resize_pos_embed, stem_band_rows,
                             stem_sizes, tokens_to_grid)
 from mmceformer.registry import register_model
-from ..layers import EAttention, SimplePyramid, Tokens, attention_block
+from ..layers import (EAttention, InferenceInPlaceGELU, SimplePyramid, Tokens,
+                      attention_block)
 from .eattention_vit import resolve_prune_layers
 
 
@@ -170,7 +171,9 @@ class ConvFFN(BaseModule):
                     dilation=d,
                     groups=hidden_dims) for d in self.dilations
             ])
-        self.act = nn.GELU()
+        # in place in inference: every input of _output is a new tensor
+        # (fc1's output, its gathered rows, or the convolutions' rows)
+        self.act = InferenceInPlaceGELU()
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 

@@ -13,7 +13,7 @@ from mmceformer.ops import (check_choice, gather_tokens,
                             place_tokens, scatter_tokens,
                             separable_resize_pos_embed)
 from mmceformer.registry import register_model
-from ..layers import EAttention, EAttentionOutput
+from ..layers import EAttention, EAttentionOutput, gelu_in_place_in_ffns
 from ..layers.e_attention import ATTN_MODES
 from .eattention_vit import resolve_prune_layers
 
@@ -252,6 +252,8 @@ class EAttentionSwin(SwinTransformer):
                 prune_mode=prune_mode,
                 feature_map=feature_map,
                 pos_weight=pos_weight)
+        # the FFNs' GELU overwrites the fc1 output in inference (exact)
+        gelu_in_place_in_ffns(self)
         #: kept tokens per sample after each block, (B,) each
         self.token_counts = []
 

@@ -7,7 +7,8 @@ from mmpretrain.models.backbones import VisionTransformer
 
 from mmceformer.ops import separable_resize_pos_embed, tokens_to_grid
 from mmceformer.registry import register_model
-from ..layers import EAttention, SimplePyramid, Tokens, attention_block
+from ..layers import (EAttention, SimplePyramid, Tokens, attention_block,
+                      gelu_in_place_in_ffns)
 
 
 def resolve_prune_layers(prune_layers: Optional[Sequence[int]],
@@ -128,6 +129,8 @@ class EAttentionViT(VisionTransformer):
                 module.drop_prob = float(module.drop_prob)
         if self.frozen_stages > 0:  # mmpretrain froze the replaced layers
             self._freeze_stages()
+        # the FFNs' GELU overwrites the fc1 output in inference (exact)
+        gelu_in_place_in_ffns(self)
         if out_type == 'pyramid':
             if len(self.out_indices) != 1:
                 raise ValueError("out_type='pyramid' builds on one layer: "
