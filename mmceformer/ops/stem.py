@@ -15,10 +15,12 @@ the same sums of the same products, so the result is the whole stem's
 Geometry, per output row ``q`` of the 4x4/4 projection: pooled rows ``4q
 .. 4q + 3``, which read first-map rows ``8q - 1 .. 8q + 7``, which read
 input rows ``16q - 5 .. 16q + 17``. A band of projection rows ``[q0,
-q1)`` takes first-map rows ``[8 q0 - 2, 8 q1 - 1]`` (one row more above,
-so that the pool's symmetric padding of 1 lines up: its first output row
-is dropped), clipped to the map; the input band gets the convolution's
-zero rows where it passes the image's edge.
+q1)`` takes first-map rows ``[8 q0 - 1, 8 q1 - 1]`` clipped to the map
+(neighbouring bands share one first-map row: with 3 projection rows a
+band, the 7x7 convolution computes 25 rows for 24). The input band gets
+the convolution's zero rows where it passes the image's edge, and the
+pool pads a band with -inf only at the map's edges: the first band above
+(padding 1), a last band that ends at the map's last row below.
 
 Pure torch, no OpenMMLab import.
 """
@@ -88,15 +90,19 @@ def conv_stem_in_bands(x: Tensor, first: Callable[[Tensor], Tensor],
                          memory_format=torch.channels_last)
     for q0 in range(0, out_rows, rows):
         q1 = min(out_rows, q0 + rows)
-        start = max(ROWS_PER_OUTPUT_ROW * q0 - 2, 0)  # first-map rows
+        start = max(ROWS_PER_OUTPUT_ROW * q0 - 1, 0)  # first-map rows
         stop = min(ROWS_PER_OUTPUT_ROW * q1 - 1, first_rows - 1)
         lo = CONV_STRIDE * start - CONV_PAD  # input rows, may pass edges
         hi = CONV_STRIDE * stop + CONV_PAD
         band = x[:, :, max(lo, 0):min(hi, height - 1) + 1]
         if lo < 0 or hi > height - 1:  # the convolution's zero rows
             band = F.pad(band, (0, 0, max(0, -lo), max(0, hi - height + 1)))
-        # (B, C, stop - start + 1, Wc) -> pooled rows; a band that starts
-        # one row above 8 q0 - 1 drops its first
-        band = F.max_pool2d(first(band), 3, 2, 1)[:, :, 1 if q0 else 0:]
+        band = first(band)  # (B, C, stop - start + 1, Wc)
+        if q0 and stop < ROWS_PER_OUTPUT_ROW * q1 - 1:
+            # the last pooled row reads the row below the map: -inf
+            band = F.pad(band, (0, 0, 0, 1), value=float('-inf'))
+        # the first band pads above (row -1); the others start at their
+        # window's first row
+        band = F.max_pool2d(band, 3, 2, (1 if q0 == 0 else 0, 1))
         pooled[:, :, 4 * q0:4 * q1].copy_(band[:, :, :4 * (q1 - q0)])
     return proj(pooled)
