@@ -16,8 +16,9 @@ def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
     expanded over the channels reads an index per element;
     tools/analysis/benchmark_token_ops.py times them). Where (B * N, ...)
     is not a view of ``x`` (B > 1, a transposed layout), advanced indexing,
-    which does not copy ``x`` first. ``index`` must be long: a bool one
-    would index as a mask."""
+    which does not copy ``x`` first. ``index`` must be long (a bool one
+    would index as a mask) and in [0, N): on the ``index_select`` path an
+    index outside it reads a neighbouring image's rows."""
     if index.dtype != torch.long:
         raise TypeError(f'index must be torch.long, got {index.dtype}')
     batch, num = x.shape[:2]

@@ -292,6 +292,18 @@ def test_gather_tokens_is_advanced_indexing_in_every_layout(layout, batch):
         assert gather_tokens(x, index[:1]).equal(x[b, index[:1]])
 
 
+def test_gather_tokens_broadcasts_one_image_over_a_batch_of_indices():
+    """x of one image, index of two (positions shared by a batch); and a
+    (1, 1, F) row expanded over (B, N, F), whose flatten is a view of
+    stride 0: both as advanced indexing picks them."""
+    x = torch.randn(1, 7, 5)
+    index = torch.tensor([[6, 0, 3], [2, 2, 5]])
+    b = torch.arange(2)[:, None]
+    assert gather_tokens(x, index).equal(x[b * 0, index])
+    row = torch.randn(1, 1, 5).expand(2, 7, 5)
+    assert gather_tokens(row, index).equal(row[b, index])
+
+
 def test_token_moves_refuse_a_non_long_index():
     """A bool index would index as a mask, an int one is not an index
     dtype of index_copy_: both are refused by name."""

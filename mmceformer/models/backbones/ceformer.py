@@ -54,7 +54,7 @@ class ConvStem(BaseModule):
     map whose first 7x7 output exceeds ``band_bytes`` runs in bands of
     rows (:func:`~mmceformer.ops.conv_stem_in_bands`): the same values,
     without the 137.6 MB first map and the max-pool's index map at
-    800x1344 (each faulted in afresh on every forward by glibc).
+    800x1344 (glibc maps each afresh, so a forward can fault them in).
 
     Args:
         norm_cfg (dict): the norm after the 7x7 conv, e.g. ``dict(type='BN',
