@@ -38,7 +38,8 @@ ROWS_PER_OUTPUT_ROW = 8
 
 def stem_sizes(height: int):
     """Rows of the stem's maps for an input of ``height`` rows: the first
-    map's, the pooled map's and the projection's, (Hc, Hp, Hq)."""
+    map's, the pooled map's and the projection's, (Hc, Hp, Hq); the same
+    for columns of a width."""
     first = (height + 2 * CONV_PAD - CONV_KERNEL) // CONV_STRIDE + 1
     pooled = (first - 1) // 2 + 1  # 3x3/2, pad 1
     return first, pooled, pooled // 4  # 4x4/4, no padding
@@ -53,7 +54,7 @@ def stem_band_rows(x: Tensor, channels: int, band_bytes: int) -> int:
     if band_bytes < 1:
         raise ValueError(f'band_bytes must be >= 1, got {band_bytes}')
     batch, _, _, width = x.shape
-    first_width = (width + 2 * CONV_PAD - CONV_KERNEL) // CONV_STRIDE + 1
+    first_width = stem_sizes(width)[0]
     row_bytes = ROWS_PER_OUTPUT_ROW * first_width * channels * batch * \
         x.element_size()
     return max(1, band_bytes // row_bytes)
@@ -83,8 +84,7 @@ def conv_stem_in_bands(x: Tensor, first: Callable[[Tensor], Tensor],
         raise ValueError(f'rows must be >= 1, got {rows}')
     batch, _, height, width = x.shape
     first_rows, _, out_rows = stem_sizes(height)
-    first_width = (width + 2 * CONV_PAD - CONV_KERNEL) // CONV_STRIDE + 1
-    pooled_width = (first_width - 1) // 2 + 1
+    pooled_width = stem_sizes(width)[1]
     # the pooled rows that the projection reads, (B, C, 4 Hq, Wp)
     pooled = torch.empty((batch, channels, 4 * out_rows, pooled_width),
                          dtype=x.dtype,

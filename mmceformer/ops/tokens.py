@@ -22,13 +22,19 @@ def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
     if index.dtype != torch.long:
         raise TypeError(f'index must be torch.long, got {index.dtype}')
     batch, num = x.shape[:2]
-    offset = torch.arange(batch, device=x.device)[:, None]  # (B, 1)
     if batch == 1 or x.stride(0) == num * x.stride(1):  # flatten is a view
-        rows = index + offset * num  # (B, K)
+        rows = _flat_rows(index, batch, num)  # (B, K)
         # (B * N, ...) -> (B * K, ...) -> (B, K, ...)
         picked = x.flatten(0, 1).index_select(0, rows.flatten())
         return picked.unflatten(0, rows.shape)
-    return x[offset, index]
+    return x[torch.arange(batch, device=x.device)[:, None], index]
+
+
+def _flat_rows(index: Tensor, batch: int, rows_per_image: int) -> Tensor:
+    """Per-image indices (B, K) into rows of the images' rows stacked:
+    image b's start at b ``rows_per_image``. (B, K) long."""
+    offset = torch.arange(batch, device=index.device)[:, None]  # (B, 1)
+    return index + offset * rows_per_image
 
 
 def scatter_tokens(base: Tensor, index: Tensor, src: Tensor,
@@ -58,10 +64,8 @@ def _slot_rows(batch: int, num: int, index: Tensor, mask: Tensor) -> Tensor:
     False) go to the image's extra last slot. Returns (B * K,) long."""
     if index.dtype != torch.long:
         raise TypeError(f'index must be torch.long, got {index.dtype}')
-    slots = num + 1
     target = torch.where(mask, index, torch.full_like(index, num))
-    offset = torch.arange(batch, device=index.device)[:, None] * slots
-    return (target + offset).flatten()
+    return _flat_rows(target, batch, num + 1).flatten()
 
 
 def _scatter_with_slot(flat: Tensor, batch: int, num: int, index: Tensor,
