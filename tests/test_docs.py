@@ -52,6 +52,42 @@ def test_every_path_and_link_exists(doc):
     assert not missing, f'{doc.name} names missing files: {missing}'
 
 
+def heading_anchors(text):
+    """The anchors GitHub gives a Markdown file's headings: lower case,
+    punctuation but ``-`` and ``_`` dropped, spaces as ``-``, a repeated
+    heading numbered ``-1``, ``-2``, ... (fenced code has no headings)."""
+    anchors, seen = set(), {}
+    for line in CODE.sub('', text).splitlines():
+        heading = re.match(r'#{1,6}\s+(.*?)\s*$', line)
+        if heading:
+            slug = re.sub(r'[^\w\- ]', '', heading.group(1).lower())
+            slug = slug.replace(' ', '-')
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            anchors.add(slug if not count else f'{slug}-{count}')
+    return anchors
+
+
+def test_heading_anchors_follow_github():
+    text = '# A `b`: c (d, 1)\n## A `b`: c (d, 1)\n```\n# not one\n```\n'
+    assert heading_anchors(text) == {'a-b-c-d-1', 'a-b-c-d-1-1'}
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda p: p.name)
+def test_every_link_anchor_is_a_heading(doc):
+    """A link to ``file.md#anchor`` (or ``#anchor`` in the same file) lands
+    on a heading: sections are renamed, links must follow."""
+    broken = []
+    for target, anchor in re.findall(r'\]\(([^)#\s]*)#([^)\s]+)\)',
+                                     doc.read_text()):
+        path = doc.parent / target if target else doc
+        if '://' in target or path.suffix != '.md' or not path.exists():
+            continue  # web pages; missing files fail the test above
+        if anchor not in heading_anchors(path.read_text()):
+            broken.append(f'{target}#{anchor}')
+    assert not broken, f'{doc.name} links to missing headings: {broken}'
+
+
 @pytest.mark.parametrize('doc', DOCS, ids=lambda p: p.name)
 def test_every_make_target_exists(doc):
     makefile = (ROOT / 'Makefile').read_text()
