@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / 'README.md'] + sorted((ROOT / 'docs').glob('*.md'))
 PATH = re.compile(r'(?<![\w/.])((?:configs|tools|docs|mmceformer|tests)/'
                   r'[\w/.-]*\w\.(?:py|sh|md|png|yml|json))')
-LINK = re.compile(r'\]\(([^)#\s]+)(?:#[^)]*)?\)')
+#: a Markdown link: (target, anchor), either may be empty
+LINK = re.compile(r'\]\(([^)#\s]*)(?:#([^)\s]*))?\)')
 CODE = re.compile(r'```(\w*)\n(.*?)```', re.S)
 
 
@@ -44,8 +45,8 @@ def test_every_path_and_link_exists(doc):
     text = doc.read_text()
     missing = [p for p in PATH.findall(text) if not (ROOT / p).exists()
                and not (doc.parent / p).exists()]
-    for link in LINK.findall(text):
-        if '://' in link:
+    for link, _ in LINK.findall(text):
+        if not link or '://' in link:
             continue
         if not (doc.parent / link).exists():
             missing.append(link)
@@ -77,13 +78,15 @@ def test_heading_anchors_follow_github():
 def test_every_link_anchor_is_a_heading(doc):
     """A link to ``file.md#anchor`` (or ``#anchor`` in the same file) lands
     on a heading: sections are renamed, links must follow."""
-    broken = []
-    for target, anchor in re.findall(r'\]\(([^)#\s]*)#([^)\s]+)\)',
-                                     doc.read_text()):
+    broken, anchors = [], {}  # anchors per linked file, read once
+    for target, anchor in LINK.findall(doc.read_text()):
         path = doc.parent / target if target else doc
-        if '://' in target or path.suffix != '.md' or not path.exists():
+        if not anchor or '://' in target or path.suffix != '.md' \
+                or not path.exists():
             continue  # web pages; missing files fail the test above
-        if anchor not in heading_anchors(path.read_text()):
+        if path not in anchors:
+            anchors[path] = heading_anchors(path.read_text())
+        if anchor not in anchors[path]:
             broken.append(f'{target}#{anchor}')
     assert not broken, f'{doc.name} links to missing headings: {broken}'
 
